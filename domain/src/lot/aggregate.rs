@@ -1,0 +1,443 @@
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{LotChanges, LotCommand, LotDetails, LotEvent, SlotType};
+use crate::actor::{Actor, Role};
+use crate::error::{RuleError, Violation};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LotError {
+    #[error("only parking owners and admins may register lots")]
+    NotAnOwner,
+    #[error("only the lot's owner or an admin may change it")]
+    NotYourLot,
+    #[error("this lot is already registered")]
+    AlreadyRegistered,
+    #[error("no such lot")]
+    NotFound,
+    #[error("the lot is deactivated")]
+    Inactive,
+    #[error("{field} must be 1 to {max} characters")]
+    BadText { field: &'static str, max: usize },
+    #[error("slot label {0:?} is already used in this lot")]
+    DuplicateLabel(String),
+}
+
+impl RuleError for LotError {
+    fn code(&self) -> &'static str {
+        match self {
+            LotError::NotAnOwner | LotError::NotYourLot => "forbidden",
+            LotError::AlreadyRegistered => "lot_already_registered",
+            LotError::NotFound => "lot_not_found",
+            LotError::Inactive => "lot_inactive",
+            LotError::BadText { .. } => "invalid_text",
+            LotError::DuplicateLabel(_) => "duplicate_slot_label",
+        }
+    }
+
+    fn violation(&self) -> Violation {
+        match self {
+            LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
+            LotError::NotFound => Violation::NotFound,
+            LotError::BadText { .. } => Violation::Invalid,
+            LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
+                Violation::Conflict
+            }
+        }
+    }
+}
+
+/// A slot as the lot knows it: identity, label, type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotEntry {
+    pub slot_id: Uuid,
+    pub slot_type: SlotType,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkingLot {
+    pub registered: Option<RegisteredLot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredLot {
+    pub owner_id: Uuid,
+    pub details: LotDetails,
+    pub active: bool,
+    /// Keyed by the normalized label (trimmed, lower case).
+    pub slots: BTreeMap<String, SlotEntry>,
+}
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<String, LotError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(LotError::BadText { field, max });
+    }
+    Ok(value.to_owned())
+}
+
+fn optional_text(
+    field: &'static str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, LotError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => text(field, v, max).map(Some),
+    }
+}
+
+fn normalized_label(label: &str) -> String {
+    label.trim().to_lowercase()
+}
+
+impl LotDetails {
+    fn validated(self) -> Result<Self, LotError> {
+        Ok(Self {
+            name: text("name", &self.name, 200)?,
+            address: text("address", &self.address, 500)?,
+            city: text("city", &self.city, 100)?,
+            description: optional_text("description", self.description, 4000)?,
+            camera_url: optional_text("camera_url", self.camera_url, 2000)?,
+            ..self
+        })
+    }
+}
+
+impl LotChanges {
+    fn validated(self) -> Result<Self, LotError> {
+        let required = |field, v: Option<String>, max| v.map(|v| text(field, &v, max)).transpose();
+        Ok(Self {
+            name: required("name", self.name, 200)?,
+            address: required("address", self.address, 500)?,
+            city: required("city", self.city, 100)?,
+            description: self.description.map(|d| d.trim().to_owned()),
+            camera_url: self.camera_url.map(|c| c.trim().to_owned()),
+            ..self
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == LotChanges::default()
+    }
+}
+
+impl ParkingLot {
+    fn owned_by(&self, actor: &Actor) -> Result<&RegisteredLot, LotError> {
+        let lot = self.registered.as_ref().ok_or(LotError::NotFound)?;
+        if !actor.is_or_admin(lot.owner_id) {
+            return Err(LotError::NotYourLot);
+        }
+        Ok(lot)
+    }
+
+    fn active_owned_by(&self, actor: &Actor) -> Result<&RegisteredLot, LotError> {
+        let lot = self.owned_by(actor)?;
+        if !lot.active {
+            return Err(LotError::Inactive);
+        }
+        Ok(lot)
+    }
+}
+
+impl Aggregate for ParkingLot {
+    const TYPE: &'static str = "lot";
+    type Command = LotCommand;
+    type Event = LotEvent;
+    type Error = LotError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            LotCommand::Register { actor, details } => {
+                if !matches!(actor.role, Role::ParkingOwner | Role::Admin) {
+                    return Err(LotError::NotAnOwner);
+                }
+                if self.registered.is_some() {
+                    return Err(LotError::AlreadyRegistered);
+                }
+                let details = details.validated()?;
+                sink.write(
+                    LotEvent::LotRegistered {
+                        owner_id: actor.user_id,
+                        details,
+                    },
+                    self,
+                )
+                .await;
+            }
+            LotCommand::Update { actor, changes } => {
+                self.active_owned_by(&actor)?;
+                let changes = changes.validated()?;
+                if !changes.is_empty() {
+                    sink.write(LotEvent::LotUpdated { changes }, self).await;
+                }
+            }
+            LotCommand::Deactivate { actor } => {
+                // Deactivating twice is not an error: the lot is in the state asked for.
+                if self.owned_by(&actor)?.active {
+                    sink.write(LotEvent::LotDeactivated { by: actor.user_id }, self)
+                        .await;
+                }
+            }
+            LotCommand::AddSlot {
+                actor,
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                let lot = self.active_owned_by(&actor)?;
+                let label = text("label", &label, 50)?;
+                if lot.slots.contains_key(&normalized_label(&label)) {
+                    return Err(LotError::DuplicateLabel(label));
+                }
+                sink.write(
+                    LotEvent::SlotAdded {
+                        slot_id,
+                        label,
+                        slot_type,
+                    },
+                    self,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            LotEvent::LotRegistered { owner_id, details } => {
+                self.registered = Some(RegisteredLot {
+                    owner_id,
+                    details,
+                    active: true,
+                    slots: BTreeMap::new(),
+                });
+            }
+            LotEvent::LotUpdated { changes } => {
+                let Some(lot) = &mut self.registered else {
+                    return;
+                };
+                let d = &mut lot.details;
+                let LotChanges {
+                    name,
+                    address,
+                    city,
+                    location,
+                    hourly_rate,
+                    description,
+                    camera_url,
+                } = changes;
+                d.name = name.unwrap_or(std::mem::take(&mut d.name));
+                d.address = address.unwrap_or(std::mem::take(&mut d.address));
+                d.city = city.unwrap_or(std::mem::take(&mut d.city));
+                d.location = location.unwrap_or(d.location);
+                if let Some(rate) = hourly_rate {
+                    d.hourly_rate = rate;
+                }
+                // An empty string clears an optional field.
+                if let Some(text) = description {
+                    d.description = Some(text).filter(|t| !t.is_empty());
+                }
+                if let Some(url) = camera_url {
+                    d.camera_url = Some(url).filter(|u| !u.is_empty());
+                }
+            }
+            LotEvent::LotDeactivated { .. } => {
+                if let Some(lot) = &mut self.registered {
+                    lot.active = false;
+                }
+            }
+            LotEvent::SlotAdded {
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                if let Some(lot) = &mut self.registered {
+                    lot.slots
+                        .insert(normalized_label(&label), SlotEntry { slot_id, slot_type });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::GeoPoint;
+    use crate::money::{Currency, Money};
+    use cqrs_es::test::TestFramework;
+
+    type LotTest = TestFramework<ParkingLot>;
+
+    const OWNER: Actor = Actor {
+        user_id: Uuid::from_u128(1),
+        role: Role::ParkingOwner,
+    };
+    const STRANGER: Actor = Actor {
+        user_id: Uuid::from_u128(2),
+        role: Role::ParkingOwner,
+    };
+    const ADMIN: Actor = Actor {
+        user_id: Uuid::from_u128(3),
+        role: Role::Admin,
+    };
+
+    fn details() -> LotDetails {
+        LotDetails {
+            name: "Central".into(),
+            address: "1 Main St".into(),
+            city: "Lyon".into(),
+            location: GeoPoint::new(45.76, 4.83).unwrap(),
+            hourly_rate: Money::new(250, Currency::parse("EUR").unwrap()).unwrap(),
+            description: None,
+            camera_url: None,
+        }
+    }
+
+    fn registered() -> LotEvent {
+        LotEvent::LotRegistered {
+            owner_id: OWNER.user_id,
+            details: details(),
+        }
+    }
+
+    fn add_slot(actor: Actor, label: &str) -> LotCommand {
+        LotCommand::AddSlot {
+            actor,
+            slot_id: Uuid::from_u128(9),
+            label: label.into(),
+            slot_type: SlotType::Standard,
+        }
+    }
+
+    #[test]
+    fn an_owner_registers_a_lot() {
+        LotTest::with(())
+            .given_no_previous_events()
+            .when(LotCommand::Register {
+                actor: OWNER,
+                details: details(),
+            })
+            .then_expect_events(vec![registered()]);
+    }
+
+    #[test]
+    fn a_plain_user_cannot_register_a_lot() {
+        let user = Actor {
+            role: Role::User,
+            ..OWNER
+        };
+        LotTest::with(())
+            .given_no_previous_events()
+            .when(LotCommand::Register {
+                actor: user,
+                details: details(),
+            })
+            .then_expect_error(LotError::NotAnOwner);
+    }
+
+    #[test]
+    fn a_lot_needs_a_name() {
+        LotTest::with(())
+            .given_no_previous_events()
+            .when(LotCommand::Register {
+                actor: OWNER,
+                details: LotDetails {
+                    name: " ".into(),
+                    ..details()
+                },
+            })
+            .then_expect_error(LotError::BadText {
+                field: "name",
+                max: 200,
+            });
+    }
+
+    #[test]
+    fn another_owner_cannot_add_slots() {
+        LotTest::with(())
+            .given(vec![registered()])
+            .when(add_slot(STRANGER, "A1"))
+            .then_expect_error(LotError::NotYourLot);
+    }
+
+    #[test]
+    fn an_admin_can_add_slots_to_any_lot() {
+        LotTest::with(())
+            .given(vec![registered()])
+            .when(add_slot(ADMIN, " A1 "))
+            .then_expect_events(vec![LotEvent::SlotAdded {
+                slot_id: Uuid::from_u128(9),
+                label: "A1".into(),
+                slot_type: SlotType::Standard,
+            }]);
+    }
+
+    #[test]
+    fn slot_labels_are_unique_within_a_lot_regardless_of_case() {
+        LotTest::with(())
+            .given(vec![
+                registered(),
+                LotEvent::SlotAdded {
+                    slot_id: Uuid::from_u128(8),
+                    label: "A1".into(),
+                    slot_type: SlotType::Standard,
+                },
+            ])
+            .when(add_slot(OWNER, "a1"))
+            .then_expect_error(LotError::DuplicateLabel("a1".into()));
+    }
+
+    #[test]
+    fn a_deactivated_lot_takes_no_new_slots() {
+        LotTest::with(())
+            .given(vec![
+                registered(),
+                LotEvent::LotDeactivated { by: OWNER.user_id },
+            ])
+            .when(add_slot(OWNER, "A1"))
+            .then_expect_error(LotError::Inactive);
+    }
+
+    #[test]
+    fn deactivating_twice_records_nothing_the_second_time() {
+        LotTest::with(())
+            .given(vec![
+                registered(),
+                LotEvent::LotDeactivated { by: OWNER.user_id },
+            ])
+            .when(LotCommand::Deactivate { actor: OWNER })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_empty_update_records_nothing() {
+        LotTest::with(())
+            .given(vec![registered()])
+            .when(LotCommand::Update {
+                actor: OWNER,
+                changes: LotChanges::default(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn commands_on_an_unknown_lot_say_not_found() {
+        LotTest::with(())
+            .given_no_previous_events()
+            .when(LotCommand::Deactivate { actor: ADMIN })
+            .then_expect_error(LotError::NotFound);
+    }
+}

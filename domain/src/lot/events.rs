@@ -1,0 +1,41 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{LotChanges, LotDetails, SlotType};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LotEvent {
+    LotRegistered {
+        owner_id: Uuid,
+        details: LotDetails,
+    },
+    /// Only the fields that changed are present.
+    LotUpdated {
+        changes: LotChanges,
+    },
+    LotDeactivated {
+        by: Uuid,
+    },
+    SlotAdded {
+        slot_id: Uuid,
+        label: String,
+        slot_type: SlotType,
+    },
+}
+
+impl DomainEvent for LotEvent {
+    fn event_type(&self) -> String {
+        match self {
+            LotEvent::LotRegistered { .. } => "LotRegistered",
+            LotEvent::LotUpdated { .. } => "LotUpdated",
+            LotEvent::LotDeactivated { .. } => "LotDeactivated",
+            LotEvent::SlotAdded { .. } => "SlotAdded",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}

@@ -1,0 +1,405 @@
+//! A slot and its calendar of reservations.
+//!
+//! "No two live reservations of one slot overlap" is decided here, inside one aggregate, so
+//! optimistic concurrency on the slot's stream serializes competing bookings. The stream
+//! stays cheap to load: reservations that ended, or whose payment hold lapsed, are dropped
+//! from the state as new ones arrive, and the event store snapshots the (small) state.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{RuleError, Violation};
+use crate::lot::SlotType;
+use crate::time::TimeRange;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlotCommand {
+    Register {
+        lot_id: Uuid,
+        label: String,
+        slot_type: SlotType,
+    },
+    /// Reserve `range` for a booking. `hold_until` bounds an unpaid reservation: past it the
+    /// reservation no longer blocks others, so a crashed or abandoned booking frees the slot
+    /// by itself.
+    Reserve {
+        booking_id: Uuid,
+        range: TimeRange,
+        hold_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    },
+    Release {
+        booking_id: Uuid,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlotEvent {
+    SlotRegistered {
+        lot_id: Uuid,
+        label: String,
+        slot_type: SlotType,
+    },
+    SlotReserved {
+        booking_id: Uuid,
+        range: TimeRange,
+        hold_until: Option<DateTime<Utc>>,
+        reserved_at: DateTime<Utc>,
+    },
+    SlotReleased {
+        booking_id: Uuid,
+    },
+}
+
+impl DomainEvent for SlotEvent {
+    fn event_type(&self) -> String {
+        match self {
+            SlotEvent::SlotRegistered { .. } => "SlotRegistered",
+            SlotEvent::SlotReserved { .. } => "SlotReserved",
+            SlotEvent::SlotReleased { .. } => "SlotReleased",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("no such slot")]
+    NotFound,
+    #[error("this slot is already registered")]
+    AlreadyRegistered,
+    #[error("the slot is out of service")]
+    OutOfService,
+    #[error("the slot is already reserved for an overlapping time")]
+    Overlap,
+    #[error("the range has already ended")]
+    RangeInPast,
+    #[error("this booking already holds a different reservation on the slot")]
+    BookingAlreadyReserved,
+}
+
+impl RuleError for SlotError {
+    fn code(&self) -> &'static str {
+        match self {
+            SlotError::NotFound => "slot_not_found",
+            SlotError::AlreadyRegistered => "slot_already_registered",
+            SlotError::OutOfService => "slot_out_of_service",
+            SlotError::Overlap => "slot_already_reserved",
+            SlotError::RangeInPast => "range_in_past",
+            SlotError::BookingAlreadyReserved => "booking_already_reserved",
+        }
+    }
+
+    fn violation(&self) -> Violation {
+        match self {
+            SlotError::NotFound => Violation::NotFound,
+            SlotError::RangeInPast => Violation::Invalid,
+            _ => Violation::Conflict,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub lot_id: Uuid,
+    pub label: String,
+    pub slot_type: SlotType,
+    pub out_of_service: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub range: TimeRange,
+    pub hold_until: Option<DateTime<Utc>>,
+}
+
+impl Reservation {
+    /// Whether this reservation still keeps others off the slot at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.range.end() > now && self.hold_until.is_none_or(|hold| hold > now)
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub info: Option<SlotInfo>,
+    /// Live reservations by booking id; dead ones are pruned as time (in events) moves on.
+    pub reservations: BTreeMap<Uuid, Reservation>,
+}
+
+impl Aggregate for Slot {
+    const TYPE: &'static str = "slot";
+    type Command = SlotCommand;
+    type Event = SlotEvent;
+    type Error = SlotError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            SlotCommand::Register {
+                lot_id,
+                label,
+                slot_type,
+            } => {
+                if self.info.is_some() {
+                    return Err(SlotError::AlreadyRegistered);
+                }
+                sink.write(
+                    SlotEvent::SlotRegistered {
+                        lot_id,
+                        label,
+                        slot_type,
+                    },
+                    self,
+                )
+                .await;
+            }
+            SlotCommand::Reserve {
+                booking_id,
+                range,
+                hold_until,
+                now,
+            } => {
+                let info = self.info.as_ref().ok_or(SlotError::NotFound)?;
+                if let Some(existing) = self.reservations.get(&booking_id) {
+                    // A retried step of the same booking is a no-op, not a conflict.
+                    return if existing.range == range {
+                        Ok(())
+                    } else {
+                        Err(SlotError::BookingAlreadyReserved)
+                    };
+                }
+                if info.out_of_service {
+                    return Err(SlotError::OutOfService);
+                }
+                if range.end() <= now {
+                    return Err(SlotError::RangeInPast);
+                }
+                let taken = self
+                    .reservations
+                    .values()
+                    .any(|r| r.is_live(now) && r.range.overlaps(&range));
+                if taken {
+                    return Err(SlotError::Overlap);
+                }
+                let reserved = SlotEvent::SlotReserved {
+                    booking_id,
+                    range,
+                    hold_until,
+                    reserved_at: now,
+                };
+                sink.write(reserved, self).await;
+            }
+            SlotCommand::Release { booking_id } => {
+                self.info.as_ref().ok_or(SlotError::NotFound)?;
+                // Releasing twice, or a reservation already pruned, changes nothing.
+                if self.reservations.contains_key(&booking_id) {
+                    sink.write(SlotEvent::SlotReleased { booking_id }, self)
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            SlotEvent::SlotRegistered {
+                lot_id,
+                label,
+                slot_type,
+            } => {
+                self.info = Some(SlotInfo {
+                    lot_id,
+                    label,
+                    slot_type,
+                    out_of_service: false,
+                });
+            }
+            SlotEvent::SlotReserved {
+                booking_id,
+                range,
+                hold_until,
+                reserved_at,
+            } => {
+                self.reservations.retain(|_, r| r.is_live(reserved_at));
+                self.reservations
+                    .insert(booking_id, Reservation { range, hold_until });
+            }
+            SlotEvent::SlotReleased { booking_id } => {
+                self.reservations.remove(&booking_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use cqrs_es::test::TestFramework;
+    use proptest::prelude::*;
+
+    type SlotTest = TestFramework<Slot>;
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + Duration::minutes(minute)
+    }
+
+    fn range(from: i64, to: i64) -> TimeRange {
+        TimeRange::new(t(from), t(to)).unwrap()
+    }
+
+    fn registered() -> SlotEvent {
+        SlotEvent::SlotRegistered {
+            lot_id: Uuid::from_u128(1),
+            label: "A1".into(),
+            slot_type: SlotType::Standard,
+        }
+    }
+
+    fn reserved(booking: u128, from: i64, to: i64, hold_until: Option<i64>, at: i64) -> SlotEvent {
+        SlotEvent::SlotReserved {
+            booking_id: Uuid::from_u128(booking),
+            range: range(from, to),
+            hold_until: hold_until.map(t),
+            reserved_at: t(at),
+        }
+    }
+
+    fn reserve(booking: u128, from: i64, to: i64, now: i64) -> SlotCommand {
+        SlotCommand::Reserve {
+            booking_id: Uuid::from_u128(booking),
+            range: range(from, to),
+            hold_until: Some(t(now + 15)),
+            now: t(now),
+        }
+    }
+
+    #[test]
+    fn a_free_range_is_reserved() {
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(reserve(10, 60, 120, 0))
+            .then_expect_events(vec![reserved(10, 60, 120, Some(15), 0)]);
+    }
+
+    #[test]
+    fn booking_that_overlaps_a_live_reservation_is_rejected() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, None, 0)])
+            .when(reserve(11, 119, 180, 1))
+            .then_expect_error(SlotError::Overlap);
+    }
+
+    #[test]
+    fn a_range_starting_where_another_ends_is_accepted() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, None, 0)])
+            .when(reserve(11, 120, 180, 1))
+            .then_expect_events(vec![reserved(11, 120, 180, Some(16), 1)]);
+    }
+
+    #[test]
+    fn a_lapsed_payment_hold_no_longer_blocks_the_slot() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
+            .when(reserve(11, 60, 120, 20))
+            .then_expect_events(vec![reserved(11, 60, 120, Some(35), 20)]);
+    }
+
+    #[test]
+    fn a_released_range_can_be_reserved_again() {
+        SlotTest::with(())
+            .given(vec![
+                registered(),
+                reserved(10, 60, 120, None, 0),
+                SlotEvent::SlotReleased {
+                    booking_id: Uuid::from_u128(10),
+                },
+            ])
+            .when(reserve(11, 60, 120, 1))
+            .then_expect_events(vec![reserved(11, 60, 120, Some(16), 1)]);
+    }
+
+    #[test]
+    fn retrying_the_same_reservation_records_nothing_new() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
+            .when(reserve(10, 60, 120, 1))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_unregistered_slot_cannot_be_reserved() {
+        SlotTest::with(())
+            .given_no_previous_events()
+            .when(reserve(10, 60, 120, 0))
+            .then_expect_error(SlotError::NotFound);
+    }
+
+    #[test]
+    fn releasing_an_unknown_reservation_records_nothing() {
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::Release {
+                booking_id: Uuid::from_u128(10),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn ended_reservations_are_pruned_from_the_state() {
+        let mut slot = Slot::default();
+        slot.apply(registered());
+        slot.apply(reserved(10, 0, 60, None, 0));
+        slot.apply(reserved(11, 100, 160, None, 90));
+        assert_eq!(
+            slot.reservations.keys().copied().collect::<Vec<_>>(),
+            vec![Uuid::from_u128(11)]
+        );
+    }
+
+    proptest! {
+        /// Whatever sequence of reservation attempts arrives, the accepted ones never overlap.
+        #[test]
+        fn accepted_reservations_never_overlap(attempts in proptest::collection::vec((0i64..1000, 1i64..120), 1..40)) {
+            let mut slot = Slot::default();
+            slot.apply(registered());
+            let mut accepted: Vec<TimeRange> = Vec::new();
+            for (i, (start, len)) in attempts.into_iter().enumerate() {
+                let candidate = range(start, start + len);
+                let clash = accepted.iter().any(|r| r.overlaps(&candidate));
+                let command = SlotCommand::Reserve { booking_id: Uuid::from_u128(i as u128 + 100), range: candidate, hold_until: None, now: t(-1) };
+                let sink = EventSink::default();
+                let result = poll_once(slot.handle(command, &(), &sink));
+                prop_assert_eq!(result.is_err(), clash);
+                if !clash { accepted.push(candidate); }
+            }
+        }
+    }
+
+    /// The aggregate's futures never wait on anything, so one poll completes them.
+    fn poll_once<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("aggregate handler awaited something"),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! People who use the platform, and the uniqueness of their e-mail addresses.
+//!
+//! E-mail uniqueness is decided by its own tiny aggregate, [`EmailClaim`], whose id is derived
+//! from the normalized address: two concurrent sign-ups with one address both try to append the
+//! first event of the same stream, and optimistic concurrency lets exactly one win.
+
+mod claim;
+mod email;
+
+pub use claim::{ClaimCommand, ClaimError, ClaimEvent, EmailClaim, CLAIM_TAKEOVER_AFTER};
+pub use email::{Email, InvalidEmail};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::actor::Role;
+use crate::error::{RuleError, Violation};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub enum UserCommand {
+    Register {
+        email: Email,
+        full_name: String,
+        role: Role,
+        password_hash: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub enum UserEvent {
+    /// Public facts about a new user.
+    UserRegistered {
+        email: Email,
+        full_name: String,
+        role: Role,
+    },
+    /// The user's password hash. Sensitive: kept in the store, never published or shown.
+    UserCredentialsSet { password_hash: String },
+}
+
+impl UserEvent {
+    /// Event types that carry secrets; the relay and the audit API leave their payload out.
+    pub const SENSITIVE: &'static [&'static str] = &["UserCredentialsSet"];
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+            UserEvent::UserCredentialsSet { .. } => "UserCredentialsSet",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("this user is already registered")]
+    AlreadyRegistered,
+    #[error("full name must be 1 to 200 characters")]
+    InvalidName,
+}
+
+impl RuleError for UserError {
+    fn code(&self) -> &'static str {
+        match self {
+            UserError::AlreadyRegistered => "user_already_registered",
+            UserError::InvalidName => "invalid_full_name",
+        }
+    }
+
+    fn violation(&self) -> Violation {
+        match self {
+            UserError::AlreadyRegistered => Violation::Conflict,
+            UserError::InvalidName => Violation::Invalid,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub registered: Option<RegisteredUser>,
+    /// Sensitive: never serialized into API answers, only into snapshots.
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredUser {
+    pub email: Email,
+    pub full_name: String,
+    pub role: Role,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            UserCommand::Register {
+                email,
+                full_name,
+                role,
+                password_hash,
+            } => {
+                if self.registered.is_some() {
+                    return Err(UserError::AlreadyRegistered);
+                }
+                let full_name = full_name.trim().to_owned();
+                if full_name.is_empty() || full_name.chars().count() > 200 {
+                    return Err(UserError::InvalidName);
+                }
+                sink.write(
+                    UserEvent::UserRegistered {
+                        email,
+                        full_name,
+                        role,
+                    },
+                    self,
+                )
+                .await;
+                sink.write(UserEvent::UserCredentialsSet { password_hash }, self)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserRegistered {
+                email,
+                full_name,
+                role,
+            } => {
+                self.registered = Some(RegisteredUser {
+                    email,
+                    full_name,
+                    role,
+                });
+            }
+            UserEvent::UserCredentialsSet { password_hash } => {
+                self.password_hash = Some(password_hash);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type UserTest = TestFramework<User>;
+
+    fn register(name: &str) -> UserCommand {
+        UserCommand::Register {
+            email: Email::parse("ada@example.com").unwrap(),
+            full_name: name.to_owned(),
+            role: Role::User,
+            password_hash: "$2b$04$hash".to_owned(),
+        }
+    }
+
+    #[test]
+    fn registering_records_the_user_and_their_credentials() {
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(register(" Ada Lovelace "))
+            .then_expect_events(vec![
+                UserEvent::UserRegistered {
+                    email: Email::parse("ada@example.com").unwrap(),
+                    full_name: "Ada Lovelace".to_owned(),
+                    role: Role::User,
+                },
+                UserEvent::UserCredentialsSet {
+                    password_hash: "$2b$04$hash".to_owned(),
+                },
+            ]);
+    }
+
+    #[test]
+    fn a_user_cannot_register_twice() {
+        UserTest::with(())
+            .given(vec![UserEvent::UserRegistered {
+                email: Email::parse("ada@example.com").unwrap(),
+                full_name: "Ada".to_owned(),
+                role: Role::User,
+            }])
+            .when(register("Ada"))
+            .then_expect_error(UserError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn a_blank_name_is_refused() {
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(register("   "))
+            .then_expect_error(UserError::InvalidName);
+    }
+}
