@@ -1,1 +1,25 @@
-//! placeholder
+//! # parking-commands
+//!
+//! The write side's application layer: one command bus per aggregate over the event store,
+//! the process managers that keep aggregates in step (sign-up ⇄ e-mail claim, booking ⇄ slot
+//! reservation) and compensate when a step fails, retries on optimistic-concurrency conflicts,
+//! event metadata, and authorization of who may issue what.
+//!
+//! It must never answer queries from read models: decisions are taken on aggregates loaded
+//! from the event store, never on projections that may lag.
+#![forbid(unsafe_code)]
+
+mod bookings;
+mod bus;
+mod context;
+mod error;
+mod lots;
+mod service;
+mod users;
+
+pub use bookings::{BookingRequest, CreatedBooking};
+pub use bus::Bus;
+pub use context::CommandContext;
+pub use error::CommandError;
+pub use service::{Commands, Queries, Settings};
+pub use users::{password, NewUser};

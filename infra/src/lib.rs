@@ -1,1 +1,18 @@
-//! placeholder
+//! # parking-infra
+//!
+//! Adapters between the domain and the outside world: configuration, telemetry, the
+//! Postgres pool and migrations, the event store (postgres-es plus our own correct
+//! snapshots), and the clock.
+//!
+//! It must never hold business rules: whatever it stores or sends, the domain decided.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod event_store;
+pub mod telemetry;
+
+pub use clock::{Clock, SystemClock};
+pub use config::Config;
+pub use event_store::PgEventStore;

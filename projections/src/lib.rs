@@ -1,1 +1,32 @@
-//! placeholder
+//! # parking-projections
+//!
+//! Read models: tables shaped for the questions clients ask (a lot with its live counts, a
+//! slot's status now, a driver's bookings), built only from events, and the queries that read
+//! them.
+//!
+//! They must never decide anything: the write side does not read them, and any of them can be
+//! dropped and rebuilt from the event store with the same result. Every row remembers the
+//! sequence of the last event applied to it, so applying an event twice changes nothing.
+#![forbid(unsafe_code)]
+
+pub mod bookings;
+mod hook;
+pub mod lots;
+pub mod page;
+pub mod slots;
+pub mod users;
+
+pub use hook::ReadModel;
+pub use page::{Page, PageRequest, Sort};
+
+use chrono::{DateTime, Utc};
+use cqrs_es::{Aggregate, EventEnvelope};
+
+/// When the event happened, as recorded in its metadata by the command layer.
+pub(crate) fn occurred_at<A: Aggregate>(event: &EventEnvelope<A>) -> DateTime<Utc> {
+    event
+        .metadata
+        .get("occurred_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+}

@@ -8,7 +8,7 @@ mod aggregate;
 mod commands;
 mod events;
 
-pub use aggregate::{LotError, ParkingLot, SlotEntry};
+pub use aggregate::{LotError, ParkingLot, RegisteredLot, SlotEntry};
 pub use commands::{LotChanges, LotCommand, LotDetails};
 pub use events::LotEvent;
 

@@ -1,0 +1,148 @@
+//! The booking process manager: slot reservation ⇄ booking.
+//!
+//! Booking a slot touches two aggregates. The slot decides (its calendar refuses overlaps
+//! under optimistic concurrency), then the booking is created. If creation fails, the
+//! reservation is released. If the process dies between the two steps, the reservation was
+//! made with the booking's payment hold (`hold_until`), so it stops blocking the slot by
+//! itself when the hold lapses: no sweeper is needed for correctness.
+
+use chrono::{DateTime, Utc};
+use parking_domain::booking::{price_for, Booking, BookingCommand, BookingError, VehicleNumber};
+use parking_domain::money::Money;
+use parking_domain::slot::{Slot, SlotCommand};
+use parking_domain::time::TimeRange;
+use parking_domain::Violation;
+use uuid::Uuid;
+
+use crate::context::CommandContext;
+use crate::error::CommandError;
+use crate::lots::actor;
+use crate::service::Commands;
+
+pub struct BookingRequest {
+    pub slot_id: Uuid,
+    pub range: TimeRange,
+    pub vehicle_number: VehicleNumber,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedBooking {
+    pub booking_id: Uuid,
+    pub price: Money,
+    pub hold_until: DateTime<Utc>,
+}
+
+fn slot_not_found() -> CommandError {
+    CommandError::rejected("slot_not_found", Violation::NotFound, "no such slot")
+}
+
+impl Commands {
+    #[tracing::instrument(skip_all, fields(slot_id = %request.slot_id))]
+    pub async fn book(
+        &self,
+        ctx: &CommandContext,
+        request: BookingRequest,
+    ) -> Result<CreatedBooking, CommandError> {
+        let driver = actor(ctx)?;
+        let policy = &self.settings.booking_policy;
+        policy.check(&request.range, ctx.now)?;
+
+        let slot_key = request.slot_id.to_string();
+        let slot: Slot = self.slots.load(&slot_key).await?;
+        let info = slot.info.ok_or_else(slot_not_found)?;
+        let lot = self.lot(info.lot_id).await?;
+        if !lot.slots.values().any(|s| s.slot_id == request.slot_id) {
+            return Err(slot_not_found());
+        }
+        if !lot.active {
+            return Err(CommandError::rejected(
+                "lot_inactive",
+                Violation::Conflict,
+                "the lot is deactivated",
+            ));
+        }
+
+        let booking_id = CommandContext::new_id();
+        let price = price_for(&lot.details.hourly_rate, &request.range);
+        let hold_until = policy.hold_until(ctx.now);
+        let reserve = SlotCommand::Reserve {
+            booking_id,
+            range: request.range,
+            hold_until: Some(hold_until),
+            now: ctx.now,
+        };
+        let reserved = self.slots.execute(&slot_key, reserve, ctx).await?;
+        let step_ctx = reserved
+            .last()
+            .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
+
+        let create = BookingCommand::Create {
+            user_id: driver.user_id,
+            lot_id: info.lot_id,
+            lot_owner_id: lot.owner_id,
+            slot_id: request.slot_id,
+            range: request.range,
+            vehicle_number: request.vehicle_number,
+            price: price.clone(),
+            hold_until,
+            now: ctx.now,
+        };
+        if let Err(e) = self
+            .bookings
+            .execute(&booking_id.to_string(), create, &step_ctx)
+            .await
+        {
+            self.release(&step_ctx, request.slot_id, booking_id).await;
+            return Err(e);
+        }
+        Ok(CreatedBooking {
+            booking_id,
+            price,
+            hold_until,
+        })
+    }
+
+    /// Cancels a booking and frees its slot. Cancelling an already cancelled booking answers
+    /// the conflict but first re-drives the release, so a release lost to a crash is repaired
+    /// by the client's retry.
+    #[tracing::instrument(skip_all, fields(%booking_id))]
+    pub async fn cancel_booking(
+        &self,
+        ctx: &CommandContext,
+        booking_id: Uuid,
+        reason: Option<String>,
+    ) -> Result<(), CommandError> {
+        let actor = actor(ctx)?;
+        let key = booking_id.to_string();
+        let booking: Booking = self.bookings.load(&key).await?;
+        let state = booking.state.ok_or(BookingError::NotFound)?;
+        match self
+            .bookings
+            .execute(&key, BookingCommand::Cancel { actor, reason }, ctx)
+            .await
+        {
+            Ok(cancelled) => {
+                let step_ctx = cancelled
+                    .last()
+                    .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
+                self.release(&step_ctx, state.slot_id, booking_id).await;
+                Ok(())
+            }
+            Err(e) => {
+                if e.code() == "invalid_booking_state" && actor.is_or_admin(state.user_id) {
+                    self.release(ctx, state.slot_id, booking_id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Frees a booking's reservation. Idempotent; a failure is logged, not raised, because
+    /// the booking's own outcome already stands and the reservation lapses with its hold.
+    async fn release(&self, ctx: &CommandContext, slot_id: Uuid, booking_id: Uuid) {
+        let release = SlotCommand::Release { booking_id };
+        if let Err(e) = self.slots.execute(&slot_id.to_string(), release, ctx).await {
+            tracing::error!(error = %e, %slot_id, %booking_id, "could not release a slot reservation");
+        }
+    }
+}

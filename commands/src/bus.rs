@@ -1,0 +1,124 @@
+//! Executes commands on one aggregate type.
+//!
+//! This is cqrs-es's `CqrsFramework::execute_with_metadata` (load, handle, commit, dispatch
+//! to queries) with two differences that the rest of the system needs, see
+//! `docs/adr/0003-command-bus.md`: it returns the committed envelopes (ids, sequences, later
+//! positions), and it retries a command whose commit lost an optimistic-concurrency race, on a
+//! freshly loaded aggregate, so the rules are always checked against the latest state.
+
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, Query};
+use parking_domain::RuleError;
+use parking_infra::PgEventStore;
+
+use crate::context::CommandContext;
+use crate::error::{from_aggregate, CommandError};
+
+/// How often a command is re-run after losing a race. Each retry reloads the aggregate, so
+/// under N concurrent writers every round lets at least one through.
+const MAX_ATTEMPTS: u32 = 24;
+
+pub struct Bus<A: Aggregate> {
+    store: PgEventStore<A>,
+    services: A::Services,
+    queries: Vec<Box<dyn Query<A>>>,
+}
+
+impl<A> Bus<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: RuleError,
+{
+    pub fn new(
+        store: PgEventStore<A>,
+        services: A::Services,
+        queries: Vec<Box<dyn Query<A>>>,
+    ) -> Self {
+        Self {
+            store,
+            services,
+            queries,
+        }
+    }
+
+    /// The aggregate's current state, straight from the event store.
+    pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError> {
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(from_aggregate)?;
+        Ok(context.aggregate)
+    }
+
+    /// Whether `command` would be accepted now, without recording anything.
+    pub async fn check(&self, aggregate_id: &str, command: A::Command) -> Result<(), CommandError> {
+        let mut aggregate = self.load(aggregate_id).await?;
+        let sink = EventSink::default();
+        aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(CommandError::from)
+    }
+
+    /// Runs `command`; returns the events it recorded (none when the command changed nothing).
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate = A::TYPE, id = aggregate_id))]
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        let metadata = ctx.metadata();
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self
+                .attempt(aggregate_id, command.clone(), metadata.clone())
+                .await
+            {
+                Err(AggregateError::AggregateConflict) => {
+                    tracing::debug!(attempt, "lost a concurrent append; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                result => return result.map_err(from_aggregate),
+            }
+        }
+        Err(CommandError::Contention {
+            aggregate: A::TYPE,
+            id: aggregate_id.to_owned(),
+        })
+    }
+
+    async fn attempt(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: std::collections::HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        let sink = EventSink::default();
+        context
+            .aggregate()
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let committed = self
+            .store
+            .commit(sink.collect().await, context, metadata)
+            .await?;
+        if !committed.is_empty() {
+            for query in &self.queries {
+                query.dispatch(aggregate_id, &committed).await;
+            }
+        }
+        Ok(committed)
+    }
+}
+
+/// Jittered, slowly growing pauses (≤ ~25 ms), so racing writers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = u64::from(attempt.min(12)) * 2;
+    Duration::from_micros(rand::random_range(0..=ceiling_ms * 1000))
+}

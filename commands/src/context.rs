@@ -1,0 +1,79 @@
+//! The metadata every event carries: who, why, and as part of what.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::{Aggregate, EventEnvelope};
+use parking_domain::Actor;
+use uuid::Uuid;
+
+/// Where a command comes from. Every event it produces records these fields in its metadata.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// `None` for the system itself (migrations, the admin CLI).
+    pub actor: Option<Actor>,
+    pub request_id: String,
+    /// Shared by every command of one user intent (a booking's reservation and creation).
+    pub correlation_id: String,
+    /// What caused this command: the request, or the event of the previous step.
+    pub causation_id: String,
+    pub idempotency_key: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+impl CommandContext {
+    /// A context for one incoming request: it correlates and causes what follows.
+    pub fn for_request(actor: Option<Actor>, request_id: String, now: DateTime<Utc>) -> Self {
+        Self {
+            actor,
+            correlation_id: request_id.clone(),
+            causation_id: request_id.clone(),
+            request_id,
+            idempotency_key: None,
+            now,
+        }
+    }
+
+    /// The context of a step that follows from `event`.
+    pub fn caused_by<A: Aggregate>(&self, event: &EventEnvelope<A>) -> Self {
+        Self {
+            causation_id: parking_infra::event_store::event_id(
+                A::TYPE,
+                &event.aggregate_id,
+                event.sequence,
+            )
+            .to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// A fresh id for a new aggregate.
+    pub fn new_id() -> Uuid {
+        Uuid::new_v4()
+    }
+
+    pub(crate) fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            ("request_id".to_owned(), self.request_id.clone()),
+            ("correlation_id".to_owned(), self.correlation_id.clone()),
+            ("causation_id".to_owned(), self.causation_id.clone()),
+            (
+                "occurred_at".to_owned(),
+                self.now.to_rfc3339_opts(SecondsFormat::Micros, true),
+            ),
+        ]);
+        match self.actor {
+            Some(actor) => {
+                m.insert("user_id".to_owned(), actor.user_id.to_string());
+                m.insert("role".to_owned(), actor.role.as_str().to_owned());
+            }
+            None => {
+                m.insert("role".to_owned(), "system".to_owned());
+            }
+        }
+        if let Some(key) = &self.idempotency_key {
+            m.insert("idempotency_key".to_owned(), key.clone());
+        }
+        m
+    }
+}

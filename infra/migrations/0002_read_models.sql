@@ -1,0 +1,68 @@
+-- Read models. Disposable: each is rebuilt from the events table. `version` is the sequence
+-- of the last event of the row's aggregate that was applied, so replays are idempotent.
+
+CREATE TABLE rm_users
+(
+    id            uuid PRIMARY KEY,
+    email         text        NOT NULL UNIQUE,
+    full_name     text        NOT NULL,
+    role          text        NOT NULL,
+    password_hash text,
+    created_at    timestamptz NOT NULL,
+    version       bigint      NOT NULL
+);
+
+CREATE TABLE rm_lots
+(
+    id                uuid PRIMARY KEY,
+    owner_id          uuid             NOT NULL,
+    name              text             NOT NULL,
+    address           text             NOT NULL,
+    city              text             NOT NULL,
+    latitude          double precision NOT NULL,
+    longitude         double precision NOT NULL,
+    hourly_rate_cents bigint           NOT NULL,
+    currency          text             NOT NULL,
+    description       text,
+    camera_url        text,
+    is_active         boolean          NOT NULL,
+    created_at        timestamptz      NOT NULL,
+    updated_at        timestamptz      NOT NULL,
+    version           bigint           NOT NULL
+);
+CREATE INDEX rm_lots_owner ON rm_lots (owner_id);
+CREATE INDEX rm_lots_city ON rm_lots (lower(city));
+
+CREATE TABLE rm_slots
+(
+    id             uuid PRIMARY KEY,
+    lot_id         uuid        NOT NULL,
+    label          text        NOT NULL,
+    slot_type      text        NOT NULL,
+    out_of_service boolean     NOT NULL,
+    created_at     timestamptz NOT NULL,
+    version        bigint      NOT NULL
+);
+CREATE INDEX rm_slots_lot ON rm_slots (lot_id, label);
+
+CREATE TABLE rm_bookings
+(
+    id             uuid PRIMARY KEY,
+    user_id        uuid        NOT NULL,
+    lot_id         uuid        NOT NULL,
+    lot_owner_id   uuid        NOT NULL,
+    slot_id        uuid        NOT NULL,
+    start_time     timestamptz NOT NULL,
+    end_time       timestamptz NOT NULL,
+    vehicle_number text        NOT NULL,
+    price_cents    bigint      NOT NULL,
+    currency       text        NOT NULL,
+    status         text        NOT NULL,
+    hold_until     timestamptz NOT NULL,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL,
+    version        bigint      NOT NULL
+);
+CREATE INDEX rm_bookings_user ON rm_bookings (user_id, created_at DESC);
+CREATE INDEX rm_bookings_owner ON rm_bookings (lot_owner_id, created_at DESC);
+CREATE INDEX rm_bookings_slot_time ON rm_bookings (slot_id, start_time, end_time);

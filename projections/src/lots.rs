@@ -1,0 +1,263 @@
+//! Lots as drivers search them, with their slots' live counts.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::EventEnvelope;
+use parking_domain::lot::{LotEvent, ParkingLot};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::hook::Projection;
+use crate::page::{Page, PageRequest, Sort};
+use crate::{occurred_at, slots};
+
+pub struct LotsProjection;
+
+#[async_trait]
+impl Projection<ParkingLot> for LotsProjection {
+    fn name(&self) -> &'static str {
+        "lots"
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &EventEnvelope<ParkingLot>,
+    ) -> Result<(), sqlx::Error> {
+        let id: Uuid = event
+            .aggregate_id
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let version = event.sequence as i64;
+        let at = occurred_at(event);
+        match &event.payload {
+            LotEvent::LotRegistered {
+                owner_id,
+                details: d,
+            } => {
+                sqlx::query(
+                    "INSERT INTO rm_lots (id, owner_id, name, address, city, latitude, longitude,
+                        hourly_rate_cents, currency, description, camera_url, is_active,
+                        created_at, updated_at, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12, $13)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(owner_id)
+                .bind(&d.name)
+                .bind(&d.address)
+                .bind(&d.city)
+                .bind(d.location.latitude())
+                .bind(d.location.longitude())
+                .bind(d.hourly_rate.minor)
+                .bind(d.hourly_rate.currency.as_str())
+                .bind(&d.description)
+                .bind(&d.camera_url)
+                .bind(at)
+                .bind(version)
+                .execute(db)
+                .await?;
+            }
+            LotEvent::LotUpdated { changes: c } => {
+                // An empty string in an optional field clears it (as the aggregate does).
+                sqlx::query(
+                    "UPDATE rm_lots SET
+                        name = COALESCE($3, name), address = COALESCE($4, address),
+                        city = COALESCE($5, city), latitude = COALESCE($6, latitude),
+                        longitude = COALESCE($7, longitude),
+                        hourly_rate_cents = COALESCE($8, hourly_rate_cents),
+                        currency = COALESCE($9, currency),
+                        description = CASE WHEN $10::text IS NULL THEN description ELSE NULLIF($10, '') END,
+                        camera_url = CASE WHEN $11::text IS NULL THEN camera_url ELSE NULLIF($11, '') END,
+                        updated_at = $12, version = $2
+                      WHERE id = $1 AND version < $2",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(&c.name)
+                .bind(&c.address)
+                .bind(&c.city)
+                .bind(c.location.map(|l| l.latitude()))
+                .bind(c.location.map(|l| l.longitude()))
+                .bind(c.hourly_rate.as_ref().map(|r| r.minor))
+                .bind(c.hourly_rate.as_ref().map(|r| r.currency.as_str().to_owned()))
+                .bind(&c.description)
+                .bind(&c.camera_url)
+                .bind(at)
+                .execute(db)
+                .await?;
+            }
+            LotEvent::LotDeactivated { .. } => {
+                sqlx::query(
+                    "UPDATE rm_lots SET is_active = false, updated_at = $3, version = $2
+                      WHERE id = $1 AND version < $2",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(at)
+                .execute(db)
+                .await?;
+            }
+            LotEvent::SlotAdded {
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                slots::insert(db, *slot_id, id, label, slot_type.as_str(), at, version).await?;
+                sqlx::query("UPDATE rm_lots SET updated_at = $3, version = $2 WHERE id = $1 AND version < $2")
+                    .bind(id)
+                    .bind(version)
+                    .bind(at)
+                    .execute(db)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct LotView {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub hourly_rate_cents: i64,
+    pub currency: String,
+    pub description: Option<String>,
+    pub camera_url: Option<String>,
+    pub is_active: bool,
+    pub total_slots: i64,
+    /// Slots free right now (not reserved, occupied or out of service).
+    pub available_slots: i64,
+    /// Mean of the reviews' overall ratings; `null` until the lot has reviews.
+    pub average_rating: Option<f64>,
+    /// 0..100 from reviews and camera visibility; `null` until there is data.
+    pub safety_score: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The lots read model joined with live slot counts; needs the `clock` CTE of [`with_clock`].
+fn select_lots() -> String {
+    format!(
+        "SELECT l.id, l.owner_id, l.name, l.address, l.city, l.latitude, l.longitude,
+                l.hourly_rate_cents, l.currency, l.description, l.camera_url, l.is_active,
+                COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
+                NULL::double precision AS average_rating, NULL::double precision AS safety_score,
+                l.created_at, l.updated_at
+           FROM rm_lots l
+           LEFT JOIN LATERAL (
+                SELECT count(*) AS total, count(*) FILTER (WHERE ({status}) = 'free') AS available
+                  FROM rm_slots s WHERE s.lot_id = l.id
+           ) c ON true",
+        status = slots::STATUS_SQL
+    )
+}
+
+pub async fn get(
+    pool: &PgPool,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<LotView>, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_lots())
+        .push(" WHERE l.id = ")
+        .push_bind(id);
+    query.build_query_as().fetch_optional(pool).await
+}
+
+/// Starts a query whose SQL may use `clock.now`, the instant "live" status is computed at.
+pub(crate) fn with_clock<'a>(now: DateTime<Utc>) -> QueryBuilder<'a, Postgres> {
+    let mut query = QueryBuilder::new("WITH clock AS (SELECT ");
+    query.push_bind(now).push("::timestamptz AS now) ");
+    query
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LotFilter {
+    pub city: Option<String>,
+    pub is_active: Option<bool>,
+    pub min_rating: Option<f64>,
+    /// Case-insensitive substring of name, address or city.
+    pub q: Option<String>,
+}
+
+impl LotFilter {
+    /// `FROM (lots matching the filter) l`, shared by the page and its count.
+    fn push_from<'a>(&self, query: &mut QueryBuilder<'a, Postgres>) {
+        query
+            .push(" FROM (")
+            .push(select_lots())
+            .push(" WHERE true");
+        if let Some(city) = &self.city {
+            query
+                .push(" AND lower(l.city) = lower(")
+                .push_bind(city.trim().to_owned())
+                .push(")");
+        }
+        if let Some(active) = self.is_active {
+            query.push(" AND l.is_active = ").push_bind(active);
+        }
+        if let Some(q) = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let pattern = format!("%{escaped}%");
+            query
+                .push(" AND (l.name ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR l.address ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR l.city ILIKE ")
+                .push_bind(pattern)
+                .push(")");
+        }
+        query.push(") l");
+        if let Some(min) = self.min_rating {
+            query.push(" WHERE l.average_rating >= ").push_bind(min);
+        }
+    }
+}
+
+pub const SORTS: &[(&str, &str)] = &[
+    ("name", "l.name"),
+    ("rating", "l.average_rating"),
+    ("hourly_rate_cents", "l.hourly_rate_cents"),
+    ("created_at", "l.created_at"),
+];
+pub const DEFAULT_SORT: Sort = Sort {
+    column: "l.created_at",
+    descending: true,
+};
+
+pub async fn list(
+    pool: &PgPool,
+    filter: &LotFilter,
+    page: PageRequest,
+    sort: Sort,
+    now: DateTime<Utc>,
+) -> Result<Page<LotView>, sqlx::Error> {
+    let mut items = with_clock(now);
+    items.push("SELECT l.*");
+    filter.push_from(&mut items);
+    items.push(" ").push(sort.order_by("l.id"));
+    items
+        .push(" LIMIT ")
+        .push_bind(page.limit())
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let items: Vec<LotView> = items.build_query_as().fetch_all(pool).await?;
+
+    let mut total = with_clock(now);
+    total.push("SELECT count(*)");
+    filter.push_from(&mut total);
+    let total: i64 = total.build_query_scalar().fetch_one(pool).await?;
+    Ok(Page::new(items, page, total))
+}

@@ -1,0 +1,94 @@
+//! Slots with their live status. The lot's registry events create the rows
+//! ([`crate::lots::LotsProjection`]); bookings give the status.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::lots::with_clock;
+
+/// A slot's status at `clock.now`, for a row `s` of `rm_slots`:
+/// `out_of_service`, `occupied` (a checked-in booking), `reserved` (a confirmed booking, or
+/// a pending one whose payment hold still runs) or `free`.
+pub(crate) const STATUS_SQL: &str = "
+CASE WHEN s.out_of_service THEN 'out_of_service'
+     WHEN EXISTS (SELECT 1 FROM rm_bookings b, clock
+                   WHERE b.slot_id = s.id AND b.status = 'active'
+                     AND b.start_time <= clock.now AND b.end_time > clock.now) THEN 'occupied'
+     WHEN EXISTS (SELECT 1 FROM rm_bookings b, clock
+                   WHERE b.slot_id = s.id AND b.start_time <= clock.now AND b.end_time > clock.now
+                     AND (b.status = 'confirmed' OR (b.status = 'pending' AND b.hold_until > clock.now))) THEN 'reserved'
+     ELSE 'free' END";
+
+pub(crate) async fn insert(
+    db: &mut PgConnection,
+    slot_id: Uuid,
+    lot_id: Uuid,
+    label: &str,
+    slot_type: &str,
+    at: DateTime<Utc>,
+    lot_version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rm_slots (id, lot_id, label, slot_type, out_of_service, created_at, version)
+         VALUES ($1, $2, $3, $4, false, $5, $6)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(slot_id)
+    .bind(lot_id)
+    .bind(label)
+    .bind(slot_type)
+    .bind(at)
+    .bind(lot_version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SlotView {
+    pub id: Uuid,
+    pub lot_id: Uuid,
+    pub label: String,
+    /// `standard`, `disabled` or `ev_charging`.
+    pub slot_type: String,
+    pub out_of_service: bool,
+    /// `free`, `occupied`, `reserved` or `out_of_service`, now.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn select_slots() -> String {
+    format!(
+        "SELECT s.id, s.lot_id, s.label, s.slot_type, s.out_of_service, ({STATUS_SQL}) AS status, s.created_at
+           FROM rm_slots s"
+    )
+}
+
+pub async fn for_lot(
+    pool: &PgPool,
+    lot_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<SlotView>, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_slots())
+        .push(" WHERE s.lot_id = ")
+        .push_bind(lot_id)
+        .push(" ORDER BY s.label, s.id");
+    query.build_query_as().fetch_all(pool).await
+}
+
+pub async fn get(
+    pool: &PgPool,
+    slot_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<SlotView>, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_slots())
+        .push(" WHERE s.id = ")
+        .push_bind(slot_id);
+    query.build_query_as().fetch_optional(pool).await
+}

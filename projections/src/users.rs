@@ -1,0 +1,95 @@
+//! Users: the profile behind `GET /auth/me`, and credentials for sign-in.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::EventEnvelope;
+use parking_domain::user::{User, UserEvent};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::hook::Projection;
+use crate::occurred_at;
+
+pub struct UsersProjection;
+
+#[async_trait]
+impl Projection<User> for UsersProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &EventEnvelope<User>,
+    ) -> Result<(), sqlx::Error> {
+        let id: Uuid = event
+            .aggregate_id
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let version = event.sequence as i64;
+        match &event.payload {
+            UserEvent::UserRegistered {
+                email,
+                full_name,
+                role,
+            } => {
+                sqlx::query(
+                    "INSERT INTO rm_users (id, email, full_name, role, created_at, version)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(email.as_str())
+                .bind(full_name)
+                .bind(role.as_str())
+                .bind(occurred_at(event))
+                .bind(version)
+                .execute(db)
+                .await?;
+            }
+            UserEvent::UserCredentialsSet { password_hash } => {
+                sqlx::query("UPDATE rm_users SET password_hash = $2, version = $3 WHERE id = $1 AND version < $3")
+                    .bind(id)
+                    .bind(password_hash)
+                    .bind(version)
+                    .execute(db)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub full_name: String,
+    /// `user`, `parking_owner`, `admin`, `auditor` or `service`.
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: Uuid,
+    pub role: String,
+    pub password_hash: Option<String>,
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<UserView>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, full_name, role, created_at FROM rm_users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// `email` must be normalized (lower case), as `Email` makes it.
+pub async fn credentials(pool: &PgPool, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as("SELECT id, role, password_hash FROM rm_users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+}
