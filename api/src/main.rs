@@ -1,1 +1,27 @@
-fn main() {}
+use clap::Parser;
+use parking_api::cli::{self, Cli, Command};
+use parking_api::Application;
+use parking_infra::{telemetry, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load()?;
+    telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(&config)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Migrate => cli::migrate(&config).await?,
+        Command::CreateUser {
+            email,
+            password,
+            full_name,
+            role,
+        } => cli::create_user(&config, &email, password, full_name, &role).await?,
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::lots::with_clock;
+use crate::page::{Page, PageRequest};
 
 /// A slot's status at `clock.now`, for a row `s` of `rm_slots`:
 /// `out_of_service`, `occupied` (a checked-in booking), `reserved` (a confirmed booking, or
@@ -66,18 +67,28 @@ fn select_slots() -> String {
     )
 }
 
+/// A lot's slots, by label.
 pub async fn for_lot(
     pool: &PgPool,
     lot_id: Uuid,
+    page: PageRequest,
     now: DateTime<Utc>,
-) -> Result<Vec<SlotView>, sqlx::Error> {
+) -> Result<Page<SlotView>, sqlx::Error> {
     let mut query = with_clock(now);
     query
         .push(select_slots())
         .push(" WHERE s.lot_id = ")
         .push_bind(lot_id)
-        .push(" ORDER BY s.label, s.id");
-    query.build_query_as().fetch_all(pool).await
+        .push(" ORDER BY s.label, s.id LIMIT ")
+        .push_bind(page.limit())
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let items = query.build_query_as().fetch_all(pool).await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM rm_slots WHERE lot_id = $1")
+        .bind(lot_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(Page::new(items, page, total))
 }
 
 pub async fn get(

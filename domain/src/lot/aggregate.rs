@@ -23,6 +23,8 @@ pub enum LotError {
     Inactive,
     #[error("{field} must be 1 to {max} characters")]
     BadText { field: &'static str, max: usize },
+    #[error("the hourly rate must not be negative")]
+    NegativeRate,
     #[error("slot label {0:?} is already used in this lot")]
     DuplicateLabel(String),
 }
@@ -35,6 +37,7 @@ impl RuleError for LotError {
             LotError::NotFound => "lot_not_found",
             LotError::Inactive => "lot_inactive",
             LotError::BadText { .. } => "invalid_text",
+            LotError::NegativeRate => "invalid_rate",
             LotError::DuplicateLabel(_) => "duplicate_slot_label",
         }
     }
@@ -43,7 +46,7 @@ impl RuleError for LotError {
         match self {
             LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
             LotError::NotFound => Violation::NotFound,
-            LotError::BadText { .. } => Violation::Invalid,
+            LotError::BadText { .. } | LotError::NegativeRate => Violation::Invalid,
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
             }
@@ -111,6 +114,9 @@ impl LotDetails {
 impl LotChanges {
     fn validated(self) -> Result<Self, LotError> {
         let required = |field, v: Option<String>, max| v.map(|v| text(field, &v, max)).transpose();
+        if self.hourly_rate_minor.is_some_and(|r| r < 0) {
+            return Err(LotError::NegativeRate);
+        }
         Ok(Self {
             name: required("name", self.name, 200)?,
             address: required("address", self.address, 500)?,
@@ -234,7 +240,8 @@ impl Aggregate for ParkingLot {
                     address,
                     city,
                     location,
-                    hourly_rate,
+                    hourly_rate_minor,
+                    currency,
                     description,
                     camera_url,
                 } = changes;
@@ -242,8 +249,11 @@ impl Aggregate for ParkingLot {
                 d.address = address.unwrap_or(std::mem::take(&mut d.address));
                 d.city = city.unwrap_or(std::mem::take(&mut d.city));
                 d.location = location.unwrap_or(d.location);
-                if let Some(rate) = hourly_rate {
-                    d.hourly_rate = rate;
+                if let Some(minor) = hourly_rate_minor {
+                    d.hourly_rate.minor = minor;
+                }
+                if let Some(currency) = currency {
+                    d.hourly_rate.currency = currency;
                 }
                 // An empty string clears an optional field.
                 if let Some(text) = description {

@@ -4,7 +4,7 @@ use uuid::Uuid;
 use super::SlotType;
 use crate::actor::Actor;
 use crate::geo::GeoPoint;
-use crate::money::Money;
+use crate::money::{Currency, Money};
 
 /// Everything that describes a lot to drivers. Validated by construction of its parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +25,12 @@ pub struct LotChanges {
     pub address: Option<String>,
     pub city: Option<String>,
     pub location: Option<GeoPoint>,
-    pub hourly_rate: Option<Money>,
+    /// A new rate in the lot's currency (or in `currency`, when that changes too).
+    pub hourly_rate_minor: Option<i64>,
+    pub currency: Option<Currency>,
+    /// `Some("")` clears the description; `None` leaves it.
     pub description: Option<String>,
+    /// `Some("")` clears the camera URL; `None` leaves it.
     pub camera_url: Option<String>,
 }
 

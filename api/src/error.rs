@@ -1,0 +1,170 @@
+//! The one place errors become HTTP answers: `application/problem+json` (RFC 9457) with a
+//! stable machine `code` and the request id. Unexpected errors are logged with their whole
+//! chain; the client sees only the request id to quote.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use parking_commands::CommandError;
+use parking_domain::Violation;
+use serde::Serialize;
+
+use crate::request_id;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    source: Option<BoxError>,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:parking:problem:<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `slot_already_reserved`.
+    pub code: String,
+    /// Quote it when reporting a problem.
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, detail)
+    }
+
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            detail: "an unexpected error occurred; quote the request id when reporting it".into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let request_id = request_id::current().map(|id| id.to_string());
+        if let Some(source) = &self.source {
+            let mut chain = source.to_string();
+            let mut cause = source.source();
+            while let Some(c) = cause {
+                chain.push_str(": ");
+                chain.push_str(&c.to_string());
+                cause = c.source();
+            }
+            tracing::error!(request_id = request_id.as_deref(), error = %chain, "unexpected error");
+        }
+        let problem = Problem {
+            problem_type: format!("urn:parking:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_owned(),
+            request_id,
+        };
+        let mut response = HttpResponse::build(self.status);
+        response.content_type("application/problem+json");
+        if self.code == "contention" {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(problem)
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rejected {
+                code,
+                violation,
+                message,
+            } => {
+                let status = match violation {
+                    Violation::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    Violation::Conflict => StatusCode::CONFLICT,
+                    Violation::Forbidden => StatusCode::FORBIDDEN,
+                    Violation::NotFound => StatusCode::NOT_FOUND,
+                };
+                Self::new(status, code, message)
+            }
+            contention @ CommandError::Contention { .. } => {
+                Self::new(StatusCode::CONFLICT, "contention", contention.to_string())
+            }
+            CommandError::Infrastructure(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// Handlers' result type.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// 400s for bodies, queries and paths that do not parse, in the same problem shape.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|e, _| ApiError::bad_request("malformed_body", e.to_string()).into())
+}
+
+pub fn query_config() -> actix_web::web::QueryConfig {
+    actix_web::web::QueryConfig::default()
+        .error_handler(|e, _| ApiError::bad_request("malformed_query", e.to_string()).into())
+}
+
+pub fn path_config() -> actix_web::web::PathConfig {
+    actix_web::web::PathConfig::default()
+        .error_handler(|e, _| ApiError::bad_request("malformed_path", e.to_string()).into())
+}
+
+pub async fn route_not_found() -> HttpResponse {
+    ApiError::not_found("route_not_found", "no such route").error_response()
+}

@@ -1,0 +1,315 @@
+//! `/api/v1/lots`: parking lots and their slots.
+
+use actix_web::{delete, get, patch, post, web, HttpResponse};
+use parking_domain::geo::GeoPoint;
+use parking_domain::lot::{LotChanges, LotDetails, SlotType};
+use parking_domain::money::{Currency, Money};
+use parking_domain::Role;
+use parking_projections::lots::{self, LotFilter, LotView};
+use parking_projections::slots::{self, SlotView};
+use parking_projections::{Page, PageRequest, Sort};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::created;
+use crate::auth::{require_role, Authenticated};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::request_id::RequestId;
+use crate::state::State;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateLotRequest {
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    /// −90..90
+    pub latitude: f64,
+    /// −180..180
+    pub longitude: f64,
+    /// Price of one hour in minor units; bookings pay it pro rata per started minute.
+    pub hourly_rate_cents: i64,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: String,
+    pub description: Option<String>,
+    pub camera_url: Option<String>,
+}
+
+/// Every field optional; `latitude` and `longitude` go together. An empty `description` or
+/// `camera_url` clears it.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateLotRequest {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub city: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub hourly_rate_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub description: Option<String>,
+    pub camera_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSlotRequest {
+    /// Unique within the lot, case-insensitively.
+    pub label: String,
+    /// `standard`, `disabled` or `ev_charging`.
+    pub slot_type: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub page: Option<u32>,
+    /// At most 100.
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListLotsQuery {
+    /// Exact city, case-insensitive.
+    pub city: Option<String>,
+    pub min_rating: Option<f64>,
+    pub is_active: Option<bool>,
+    /// Substring of name, address or city.
+    pub q: Option<String>,
+    pub page: Option<u32>,
+    /// At most 100.
+    pub per_page: Option<u32>,
+    /// `name`, `rating`, `hourly_rate_cents` or `created_at`; prefix `-` for descending.
+    pub sort: Option<String>,
+}
+
+fn location(latitude: f64, longitude: f64) -> Result<GeoPoint, ApiError> {
+    GeoPoint::new(latitude, longitude)
+        .map_err(|e| ApiError::invalid("invalid_coordinates", e.to_string()))
+}
+
+fn currency(code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).map_err(|e| ApiError::invalid("invalid_currency", e.to_string()))
+}
+
+pub(crate) fn page_request(
+    page: Option<u32>,
+    per_page: Option<u32>,
+) -> Result<PageRequest, ApiError> {
+    PageRequest::new(page, per_page).map_err(|e| ApiError::bad_request("invalid_paging", e))
+}
+
+pub(crate) fn sort(
+    raw: Option<&str>,
+    allowed: &[(&str, &'static str)],
+    default: Sort,
+) -> Result<Sort, ApiError> {
+    Sort::parse(raw, allowed, default).map_err(|e| ApiError::bad_request("invalid_sort", e))
+}
+
+async fn lot_view(state: &State, lot_id: Uuid) -> ApiResult<LotView> {
+    lots::get(&state.pool, lot_id, state.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("lot_not_found", "no such lot"))
+}
+
+/// Register a lot.
+#[utoipa::path(
+    tag = "lots",
+    security(("bearer" = [])),
+    request_body = CreateLotRequest,
+    responses(
+        (status = 201, description = "Registered", body = LotView),
+        (status = 401, body = Problem), (status = 403, description = "Not a parking owner or admin", body = Problem),
+        (status = 422, description = "Invalid coordinates, rate, currency or text", body = Problem),
+    )
+)]
+#[post("/lots")]
+pub async fn create(
+    state: State,
+    caller: Authenticated,
+    request_id: RequestId,
+    body: web::Json<CreateLotRequest>,
+) -> ApiResult<HttpResponse> {
+    require_role(&caller.0, &[Role::ParkingOwner, Role::Admin])?;
+    let b = body.into_inner();
+    let rate = Money::new(b.hourly_rate_cents, currency(&b.currency)?)
+        .map_err(|e| ApiError::invalid("invalid_rate", e.to_string()))?;
+    let details = LotDetails {
+        name: b.name,
+        address: b.address,
+        city: b.city,
+        location: location(b.latitude, b.longitude)?,
+        hourly_rate: rate,
+        description: b.description,
+        camera_url: b.camera_url,
+    };
+    let ctx = state.context(Some(caller.0), &request_id);
+    let lot_id = state.commands.register_lot(&ctx, details).await?;
+    Ok(created(
+        format!("/api/v1/lots/{lot_id}"),
+        lot_view(&state, lot_id).await?,
+    ))
+}
+
+/// Search lots.
+#[utoipa::path(
+    tag = "lots",
+    params(ListLotsQuery),
+    responses((status = 200, body = Page<LotView>), (status = 400, body = Problem))
+)]
+#[get("/lots")]
+pub async fn list(state: State, query: web::Query<ListLotsQuery>) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = page_request(q.page, q.per_page)?;
+    let sort = sort(q.sort.as_deref(), lots::SORTS, lots::DEFAULT_SORT)?;
+    let filter = LotFilter {
+        city: q.city,
+        is_active: q.is_active,
+        min_rating: q.min_rating,
+        q: q.q,
+    };
+    let found = lots::list(&state.pool, &filter, page, sort, state.now()).await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// One lot, with live slot counts.
+#[utoipa::path(
+    tag = "lots",
+    params(("lot_id" = Uuid, Path)),
+    responses((status = 200, body = LotView), (status = 404, body = Problem))
+)]
+#[get("/lots/{lot_id}")]
+pub async fn get(state: State, path: web::Path<Uuid>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(lot_view(&state, path.into_inner()).await?))
+}
+
+/// Change a lot.
+#[utoipa::path(
+    tag = "lots",
+    security(("bearer" = [])),
+    params(("lot_id" = Uuid, Path)),
+    request_body = UpdateLotRequest,
+    responses(
+        (status = 200, body = LotView), (status = 401, body = Problem),
+        (status = 403, description = "Not the lot's owner or an admin", body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "Lot deactivated", body = Problem),
+        (status = 422, body = Problem),
+    )
+)]
+#[patch("/lots/{lot_id}")]
+pub async fn update(
+    state: State,
+    caller: Authenticated,
+    request_id: RequestId,
+    path: web::Path<Uuid>,
+    body: web::Json<UpdateLotRequest>,
+) -> ApiResult<HttpResponse> {
+    let lot_id = path.into_inner();
+    let b = body.into_inner();
+    let location = match (b.latitude, b.longitude) {
+        (None, None) => None,
+        (Some(lat), Some(lng)) => Some(location(lat, lng)?),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_coordinates",
+                "latitude and longitude change together",
+            ))
+        }
+    };
+    let changes = LotChanges {
+        name: b.name,
+        address: b.address,
+        city: b.city,
+        location,
+        hourly_rate_minor: b.hourly_rate_cents,
+        currency: b.currency.as_deref().map(currency).transpose()?,
+        description: b.description,
+        camera_url: b.camera_url,
+    };
+    let ctx = state.context(Some(caller.0), &request_id);
+    state.commands.update_lot(&ctx, lot_id, changes).await?;
+    Ok(HttpResponse::Ok().json(lot_view(&state, lot_id).await?))
+}
+
+/// Deactivate a lot. Its history stays; it takes no new slots or bookings.
+#[utoipa::path(
+    tag = "lots",
+    security(("bearer" = [])),
+    params(("lot_id" = Uuid, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem))
+)]
+#[delete("/lots/{lot_id}")]
+pub async fn delete(
+    state: State,
+    caller: Authenticated,
+    request_id: RequestId,
+    path: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let ctx = state.context(Some(caller.0), &request_id);
+    state
+        .commands
+        .deactivate_lot(&ctx, path.into_inner())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Add a slot to a lot.
+#[utoipa::path(
+    tag = "slots",
+    security(("bearer" = [])),
+    params(("lot_id" = Uuid, Path)),
+    request_body = CreateSlotRequest,
+    responses(
+        (status = 201, body = SlotView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "Duplicate label or lot deactivated", body = Problem),
+        (status = 422, description = "Unknown slot type or bad label", body = Problem),
+    )
+)]
+#[post("/lots/{lot_id}/slots")]
+pub async fn create_slot(
+    state: State,
+    caller: Authenticated,
+    request_id: RequestId,
+    path: web::Path<Uuid>,
+    body: web::Json<CreateSlotRequest>,
+) -> ApiResult<HttpResponse> {
+    let lot_id = path.into_inner();
+    let b = body.into_inner();
+    let slot_type = SlotType::parse(b.slot_type.trim()).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_slot_type",
+            format!(
+                "unknown slot type {:?}; use standard, disabled or ev_charging",
+                b.slot_type
+            ),
+        )
+    })?;
+    let ctx = state.context(Some(caller.0), &request_id);
+    let slot_id = state
+        .commands
+        .add_slot(&ctx, lot_id, b.label, slot_type)
+        .await?;
+    let slot = slots::get(&state.pool, slot_id, state.now())
+        .await?
+        .ok_or_else(|| ApiError::internal("slot read model did not record a new slot"))?;
+    Ok(created(format!("/api/v1/slots/{slot_id}"), slot))
+}
+
+/// A lot's slots with their status now.
+#[utoipa::path(
+    tag = "slots",
+    params(("lot_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = Page<SlotView>), (status = 404, body = Problem))
+)]
+#[get("/lots/{lot_id}/slots")]
+pub async fn list_slots(
+    state: State,
+    path: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let lot_id = path.into_inner();
+    let page = page_request(query.page, query.per_page)?;
+    lot_view(&state, lot_id).await?;
+    Ok(HttpResponse::Ok().json(slots::for_lot(&state.pool, lot_id, page, state.now()).await?))
+}

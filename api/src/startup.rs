@@ -1,0 +1,95 @@
+//! Builds the application from configuration: the same function serves `main` and the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpResponse, HttpServer};
+use parking_commands::{Commands, Queries, Settings};
+use parking_domain::booking::BookingPolicy;
+use parking_infra::{db, Config, SystemClock};
+use parking_projections::bookings::BookingsProjection;
+use parking_projections::lots::LotsProjection;
+use parking_projections::users::UsersProjection;
+use parking_projections::ReadModel;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+use crate::auth::Tokens;
+use crate::error;
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+/// The write side with the read models it keeps up to date.
+pub fn commands(pool: &PgPool, config: &Config) -> Commands {
+    let queries = Queries {
+        users: vec![ReadModel::boxed(pool.clone(), UsersProjection)],
+        lots: vec![ReadModel::boxed(pool.clone(), LotsProjection)],
+        bookings: vec![ReadModel::boxed(pool.clone(), BookingsProjection)],
+        ..Queries::default()
+    };
+    let settings = Settings {
+        bcrypt_cost: config.bcrypt_cost,
+        booking_policy: BookingPolicy {
+            payment_hold: config.booking_hold,
+            ..BookingPolicy::default()
+        },
+    };
+    Commands::new(pool.clone(), Arc::new(SystemClock), settings, queries)
+}
+
+impl Application {
+    /// Connects, applies pending migrations, binds `config.bind_addr` (port 0 picks a free one).
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let pool = db::pool(&config.database_url, config.database_max_connections)?;
+        db::migrate(&pool).await?;
+        let state = Arc::new(AppState {
+            commands: commands(&pool, config),
+            tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
+            pool,
+        });
+        let listener = TcpListener::bind(config.bind_addr)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            let (app, openapi) = App::new()
+                .into_utoipa_app()
+                .openapi(ApiDoc::openapi())
+                .app_data(web::Data::new(state.clone()))
+                .app_data(error::json_config())
+                .app_data(error::query_config())
+                .app_data(error::path_config())
+                .service(routes::health::health)
+                .service(routes::health::ready)
+                .service(routes::api_v1())
+                .split_for_parts();
+            let openapi = web::Data::new(openapi);
+            app.app_data(openapi)
+                .route("/openapi.json", web::get().to(openapi_json))
+                .default_service(web::to(error::route_not_found))
+                .wrap(middleware::from_fn(crate::request_id::middleware))
+        })
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn openapi_json(openapi: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    HttpResponse::Ok().json(openapi.get_ref())
+}
