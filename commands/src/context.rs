@@ -10,8 +10,11 @@ use uuid::Uuid;
 /// Where a command comes from. Every event it produces records these fields in its metadata.
 #[derive(Debug, Clone)]
 pub struct CommandContext {
-    /// `None` for the system itself (migrations, the admin CLI).
+    /// The signed-in caller; `None` for anonymous requests and for the system.
     pub actor: Option<Actor>,
+    /// The operator acting through the admin CLI or a maintenance job, not a client request.
+    /// Only [`CommandContext::system`] sets it.
+    pub system: bool,
     pub request_id: String,
     /// Shared by every command of one user intent (a booking's reservation and creation).
     pub correlation_id: String,
@@ -26,11 +29,20 @@ impl CommandContext {
     pub fn for_request(actor: Option<Actor>, request_id: String, now: DateTime<Utc>) -> Self {
         Self {
             actor,
+            system: false,
             correlation_id: request_id.clone(),
             causation_id: request_id.clone(),
             request_id,
             idempotency_key: None,
             now,
+        }
+    }
+
+    /// A context for the operator's own commands (admin CLI): trusted like an admin.
+    pub fn system(request_id: String, now: DateTime<Utc>) -> Self {
+        Self {
+            system: true,
+            ..Self::for_request(None, request_id, now)
         }
     }
 
@@ -68,7 +80,8 @@ impl CommandContext {
                 m.insert("role".to_owned(), actor.role.as_str().to_owned());
             }
             None => {
-                m.insert("role".to_owned(), "system".to_owned());
+                let role = if self.system { "system" } else { "anonymous" };
+                m.insert("role".to_owned(), role.to_owned());
             }
         }
         if let Some(key) = &self.idempotency_key {

@@ -24,7 +24,7 @@ impl Commands {
         ctx: &CommandContext,
         new: NewUser,
     ) -> Result<Uuid, CommandError> {
-        let granted_by_admin = ctx.actor.map_or(true, |a| a.is_admin());
+        let granted_by_admin = ctx.system || ctx.actor.is_some_and(|a| a.is_admin());
         if !new.role.is_self_assignable() && !granted_by_admin {
             return Err(CommandError::rejected(
                 "role_not_allowed",

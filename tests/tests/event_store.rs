@@ -1,0 +1,212 @@
+//! The event store is the record: what it holds, with what metadata, and snapshots that
+//! reproduce exactly what a full replay gives.
+
+use chrono::{Duration, TimeZone, Utc};
+use cqrs_es::EventStore;
+use parking_commands::{Bus, CommandContext};
+use parking_domain::lot::SlotType;
+use parking_domain::slot::{Slot, SlotCommand};
+use parking_domain::time::TimeRange;
+use parking_infra::event_store::{event_id, Snapshots};
+use parking_infra::PgEventStore;
+use parking_tests::{hours_from_now, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn every_accepted_command_is_an_event_row_with_its_metadata() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, driver_id) = app.signed_in("user").await;
+    let booking = app
+        .book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
+        .await;
+    assert_eq!(booking.status, StatusCode::CREATED);
+    app.post(
+        &format!("/api/v1/bookings/{}/cancel", booking.id()),
+        Some(&driver),
+        json!({}),
+    )
+    .await;
+
+    let mut types = app.event_types().await;
+    types.sort();
+    let expected = [
+        ("booking", "BookingCancelled"),
+        ("booking", "BookingCreated"),
+        ("email_claim", "EmailClaimConfirmed"),
+        ("email_claim", "EmailClaimConfirmed"),
+        ("email_claim", "EmailClaimed"),
+        ("email_claim", "EmailClaimed"),
+        ("lot", "LotRegistered"),
+        ("lot", "SlotAdded"),
+        ("slot", "SlotRegistered"),
+        ("slot", "SlotReleased"),
+        ("slot", "SlotReserved"),
+        ("user", "UserCredentialsSet"),
+        ("user", "UserCredentialsSet"),
+        ("user", "UserRegistered"),
+        ("user", "UserRegistered"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, e)| (a.to_string(), e.to_string()))
+        .collect();
+    assert_eq!(types, expected);
+
+    let metadata = |aggregate: &'static str, event: &'static str| {
+        let db = app.db.clone();
+        async move {
+            let (id, sequence, metadata): (String, i64, Value) = sqlx::query_as(
+                "SELECT aggregate_id, sequence, metadata::jsonb FROM events WHERE aggregate_type = $1 AND event_type = $2",
+            )
+            .bind(aggregate)
+            .bind(event)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (id, sequence, metadata)
+        }
+    };
+    let (slot_id, reserved_seq, reserved) = metadata("slot", "SlotReserved").await;
+    let (_, _, created) = metadata("booking", "BookingCreated").await;
+    let request_id = booking.request_id.clone().expect("x-request-id header");
+    assert_eq!(reserved["request_id"], request_id.as_str());
+    assert_eq!(reserved["correlation_id"], request_id.as_str());
+    assert_eq!(reserved["causation_id"], request_id.as_str());
+    assert_eq!(reserved["user_id"], driver_id.to_string());
+    assert_eq!(reserved["role"], "user");
+    assert!(reserved["occurred_at"].as_str().is_some());
+    // The booking was caused by the reservation, within the same correlation.
+    assert_eq!(created["correlation_id"], request_id.as_str());
+    assert_eq!(
+        created["causation_id"],
+        event_id("slot", &slot_id, reserved_seq as usize).to_string()
+    );
+
+    let recorded_at_is_set: bool =
+        sqlx::query_scalar("SELECT bool_and(recorded_at IS NOT NULL) FROM events")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(recorded_at_is_set);
+}
+
+fn at(hour: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap() + Duration::hours(hour)
+}
+
+/// Drives one slot through registrations, reservations and releases with snapshots every 5
+/// events, so that some commands cross a snapshot boundary mid-batch.
+async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String {
+    let bus = Bus::new(
+        PgEventStore::<Slot>::new(app.db.clone(), snapshots),
+        (),
+        Vec::new(),
+    );
+    let slot_id = Uuid::new_v4().to_string();
+    let ctx = CommandContext::for_request(None, "test".into(), at(0));
+    let register = SlotCommand::Register {
+        lot_id: Uuid::new_v4(),
+        label: "A1".into(),
+        slot_type: SlotType::Standard,
+    };
+    bus.execute(&slot_id, register, &ctx).await.unwrap();
+    for i in 0..40i64 {
+        let booking_id = Uuid::from_u128(i as u128 + 1);
+        // Time moves on by an hour per booking, so older reservations end and get pruned.
+        let reserve = SlotCommand::Reserve {
+            booking_id,
+            range: TimeRange::new(at(i + 1), at(i + 3)).unwrap(),
+            hold_until: if i % 3 == 0 {
+                Some(at(i) + Duration::minutes(15))
+            } else {
+                None
+            },
+            now: at(i),
+        };
+        let _ = bus.execute(&slot_id, reserve, &ctx).await;
+        if i % 4 == 1 {
+            bus.execute(&slot_id, SlotCommand::Release { booking_id }, &ctx)
+                .await
+                .unwrap();
+        }
+    }
+    slot_id
+}
+
+#[tokio::test]
+async fn a_snapshotted_slot_loads_exactly_as_a_full_replay() {
+    let app = spawn_app().await;
+    let snapshots = Snapshots::Every {
+        every: 5,
+        schema: 1,
+    };
+    let slot_id = busy_slot(&app, snapshots).await;
+
+    let with_snapshots = PgEventStore::<Slot>::new(app.db.clone(), snapshots);
+    let replay_only = PgEventStore::<Slot>::new(app.db.clone(), Snapshots::Never);
+    let from_snapshot = with_snapshots.load_aggregate(&slot_id).await.unwrap();
+    let replayed = replay_only.load_aggregate(&slot_id).await.unwrap();
+    assert_eq!(from_snapshot.aggregate, replayed.aggregate);
+    assert_eq!(from_snapshot.current_sequence, replayed.current_sequence);
+    assert!(
+        from_snapshot.current_snapshot.is_some(),
+        "a snapshot was used"
+    );
+    assert!(
+        replayed.aggregate.reservations.len() <= 3,
+        "ended reservations were pruned"
+    );
+
+    let (snapshot_sequence, events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sequence FROM aggregate_snapshots WHERE aggregate_id = $1),
+                (SELECT count(*) FROM events WHERE aggregate_id = $1)",
+    )
+    .bind(&slot_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        snapshot_sequence > events - 5 && snapshot_sequence <= events,
+        "{snapshot_sequence} of {events}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
+    let app = spawn_app().await;
+    let snapshots = Snapshots::Every {
+        every: 5,
+        schema: 1,
+    };
+    let slot_id = busy_slot(&app, snapshots).await;
+    let replayed = PgEventStore::<Slot>::new(app.db.clone(), Snapshots::Never)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
+
+    let newer_schema = PgEventStore::<Slot>::new(
+        app.db.clone(),
+        Snapshots::Every {
+            every: 5,
+            schema: 2,
+        },
+    );
+    let loaded = newer_schema.load_aggregate(&slot_id).await.unwrap();
+    assert_eq!(loaded.current_snapshot, None);
+    assert_eq!(loaded.aggregate, replayed.aggregate);
+
+    sqlx::query("UPDATE aggregate_snapshots SET payload = '{\"garbage\": true, \"reservations\": 7}' WHERE aggregate_id = $1")
+        .bind(&slot_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let loaded = PgEventStore::<Slot>::new(app.db.clone(), snapshots)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
+    assert_eq!(loaded.current_snapshot, None);
+    assert_eq!(loaded.aggregate, replayed.aggregate);
+}

@@ -1,0 +1,101 @@
+//! Health, unknown routes, request ids, and the OpenAPI document.
+
+use parking_tests::spawn_app;
+use reqwest::StatusCode;
+use std::collections::BTreeSet;
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    let health = app.get("/health", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["database"], "ok");
+}
+
+#[tokio::test]
+async fn unknown_routes_are_problem_json_404_with_a_request_id() {
+    let app = spawn_app().await;
+    let reply = app.get("/api/v1/nothing-here", None).await;
+    reply.assert_problem(404, "route_not_found");
+    let id = reply.request_id.clone().expect("x-request-id header");
+    assert_eq!(reply.body["request_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_sane_incoming_request_id_is_kept() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+    let response = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_served_operations() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc.body["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                operations.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "GET /health",
+        "GET /ready",
+        "POST /api/v1/auth/register",
+        "POST /api/v1/auth/login",
+        "GET /api/v1/auth/me",
+        "POST /api/v1/lots",
+        "GET /api/v1/lots",
+        "GET /api/v1/lots/{lot_id}",
+        "PATCH /api/v1/lots/{lot_id}",
+        "DELETE /api/v1/lots/{lot_id}",
+        "POST /api/v1/lots/{lot_id}/slots",
+        "GET /api/v1/lots/{lot_id}/slots",
+        "POST /api/v1/bookings",
+        "GET /api/v1/bookings",
+        "GET /api/v1/bookings/{booking_id}",
+        "POST /api/v1/bookings/{booking_id}/cancel",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(operations, expected);
+    assert!(doc.body["components"]["schemas"]["Problem"].is_object());
+    assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
+
+    // Every documented operation is really served: none answers route_not_found.
+    for operation in &operations {
+        let (method, path) = operation.split_once(' ').unwrap();
+        let path = path
+            .replace("{lot_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{booking_id}", &uuid::Uuid::new_v4().to_string());
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = app.request(method, &path, None, None).await;
+        assert_ne!(
+            reply.code(),
+            "route_not_found",
+            "{operation} is documented but not served"
+        );
+    }
+}
