@@ -57,8 +57,7 @@ pub async fn create_user(
     let email = Email::parse(email)?;
     let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
     let commands = crate::startup::commands(&pool, config);
-    let ctx = CommandContext::for_request(
-        None,
+    let ctx = CommandContext::system(
         format!("cli-{}", uuid::Uuid::new_v4()),
         commands.clock().now(),
     );
@@ -67,7 +66,7 @@ pub async fn create_user(
             &ctx,
             NewUser {
                 email,
-                password,
+                password: password.into(),
                 full_name,
                 role,
             },

@@ -78,10 +78,11 @@ where
                 .attempt(aggregate_id, command.clone(), metadata.clone())
                 .await
             {
-                Err(AggregateError::AggregateConflict) => {
+                Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, "lost a concurrent append; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
+                Err(AggregateError::AggregateConflict) => break,
                 result => return result.map_err(from_aggregate),
             }
         }

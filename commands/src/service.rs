@@ -42,6 +42,8 @@ pub struct Commands {
     pub(crate) bookings: Bus<Booking>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
+    /// A hash to check unknown users' passwords against, made on first use.
+    pub(crate) decoy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl Commands {
@@ -80,6 +82,7 @@ impl Commands {
             ),
             clock,
             settings,
+            decoy_hash: tokio::sync::OnceCell::new(),
         }
     }
 

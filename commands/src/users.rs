@@ -1,7 +1,10 @@
 //! Sign-up: claim the address, register the user, confirm the claim.
 
-use parking_domain::user::{ClaimCommand, Email, EmailClaim, UserCommand};
+use parking_domain::user::{
+    validate_full_name, ClaimCommand, Email, EmailClaim, User, UserCommand,
+};
 use parking_domain::{Role, Violation};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::context::CommandContext;
@@ -10,7 +13,7 @@ use crate::service::Commands;
 
 pub struct NewUser {
     pub email: Email,
-    pub password: String,
+    pub password: SecretString,
     pub full_name: String,
     pub role: Role,
 }
@@ -33,9 +36,11 @@ impl Commands {
             ));
         }
         password::check_policy(&new.password)?;
+        validate_full_name(&new.full_name)?;
 
         let user_id = CommandContext::new_id();
         let claim_id = EmailClaim::id_for(&new.email).to_string();
+        self.repair_claim(&claim_id, ctx).await?;
         let claim = ClaimCommand::Claim {
             email: new.email.clone(),
             user_id,
@@ -75,41 +80,90 @@ impl Commands {
     }
 }
 
-/// Password hashing (bcrypt) off the async runtime's threads.
+impl Commands {
+    /// A sign-up that registered its user but died before confirming the claim leaves an
+    /// unconfirmed claim that would lapse; confirm it now, so the address stays taken.
+    async fn repair_claim(&self, claim_id: &str, ctx: &CommandContext) -> Result<(), CommandError> {
+        let claim: EmailClaim = self.claims.load(claim_id).await?;
+        let Some(holder) = claim.unconfirmed_holder() else {
+            return Ok(());
+        };
+        let user: User = self.users.load(&holder.to_string()).await?;
+        if user.registered.is_some() {
+            tracing::warn!(%holder, "confirming an e-mail claim left unconfirmed by an interrupted sign-up");
+            self.claims
+                .execute(claim_id, ClaimCommand::Confirm { user_id: holder }, ctx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Password rules and hashing (bcrypt), off the async runtime's threads.
 pub mod password {
+    use secrecy::{ExposeSecret, SecretString};
+
     use super::*;
 
-    pub const MIN_LEN: usize = 8;
-    pub const MAX_LEN: usize = 72; // bcrypt ignores bytes past 72
+    pub const MIN_CHARS: usize = 8;
+    /// bcrypt ignores bytes past 72.
+    pub const MAX_BYTES: usize = 72;
 
-    pub fn check_policy(password: &str) -> Result<(), CommandError> {
-        if password.chars().count() < MIN_LEN || password.len() > MAX_LEN {
+    pub fn check_policy(password: &SecretString) -> Result<(), CommandError> {
+        let password = password.expose_secret();
+        if password.chars().count() < MIN_CHARS || password.len() > MAX_BYTES {
             return Err(CommandError::rejected(
                 "weak_password",
                 Violation::Invalid,
-                format!("password must be {MIN_LEN} to {MAX_LEN} bytes long"),
+                format!("password must have at least {MIN_CHARS} characters and at most {MAX_BYTES} bytes"),
             ));
         }
         Ok(())
     }
 
-    pub async fn hash(password: String, cost: u32) -> Result<String, CommandError> {
-        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+    pub async fn hash(password: SecretString, cost: u32) -> Result<String, CommandError> {
+        tokio::task::spawn_blocking(move || bcrypt::hash(password.expose_secret(), cost))
             .await
             .map_err(|e| CommandError::Infrastructure(e.into()))?
             .map_err(|e| CommandError::Infrastructure(e.into()))
     }
 
-    /// Checks `password` against `stored_hash`. With no hash (unknown e-mail) it still spends
-    /// the time of a real check, so response times do not reveal which addresses exist.
-    pub async fn verify(password: String, stored_hash: Option<String>) -> bool {
-        const DECOY: &str = "$2b$12$C6UzMDM.H6dfI/f/IKcEeO5ELrQ0A7/8NuJVWaLQmJfpT7G1mMyHe";
+    pub(crate) async fn matches(password: SecretString, hash: String) -> bool {
+        tokio::task::spawn_blocking(move || {
+            bcrypt::verify(password.expose_secret(), &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+impl Commands {
+    /// Checks a sign-in password against the stored hash. With no hash (unknown e-mail) it
+    /// checks against a decoy hash of the same cost, so response times do not reveal which
+    /// addresses are registered.
+    pub async fn verify_password(
+        &self,
+        password: SecretString,
+        stored_hash: Option<String>,
+    ) -> bool {
         let known = stored_hash.is_some();
-        let hash = stored_hash.unwrap_or_else(|| DECOY.to_owned());
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        known && matches
+        let hash = match stored_hash {
+            Some(hash) => hash,
+            None => match self.decoy_hash().await {
+                Ok(decoy) => decoy,
+                Err(_) => return false,
+            },
+        };
+        password::matches(password, hash).await && known
+    }
+
+    async fn decoy_hash(&self) -> Result<String, CommandError> {
+        let cost = self.settings.bcrypt_cost;
+        self.decoy_hash
+            .get_or_try_init(|| {
+                password::hash(SecretString::from("decoy password, never valid"), cost)
+            })
+            .await
+            .cloned()
     }
 }

@@ -9,11 +9,26 @@ pub struct InvalidCoordinates {
     pub longitude: f64,
 }
 
-/// A WGS 84 point; only constructible with a valid latitude and longitude.
+/// A WGS 84 point; only constructible with a valid latitude and longitude, also when read
+/// back from JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawPoint")]
 pub struct GeoPoint {
     latitude: f64,
     longitude: f64,
+}
+
+#[derive(Deserialize)]
+struct RawPoint {
+    latitude: f64,
+    longitude: f64,
+}
+
+impl TryFrom<RawPoint> for GeoPoint {
+    type Error = InvalidCoordinates;
+    fn try_from(raw: RawPoint) -> Result<Self, Self::Error> {
+        GeoPoint::new(raw.latitude, raw.longitude)
+    }
 }
 
 impl GeoPoint {
@@ -64,6 +79,16 @@ mod tests {
         assert!(GeoPoint::new(10.0, 181.0).is_err());
         assert!(GeoPoint::new(f64::NAN, 0.0).is_err());
         assert!(GeoPoint::new(-90.0, 180.0).is_ok());
+    }
+
+    #[test]
+    fn invalid_points_do_not_deserialize() {
+        assert!(
+            serde_json::from_str::<GeoPoint>(r#"{"latitude": 123.0, "longitude": 0.0}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<GeoPoint>(r#"{"latitude": 45.0, "longitude": 4.0}"#).is_ok()
+        );
     }
 
     #[test]

@@ -45,12 +45,26 @@ impl From<Currency> for String {
     }
 }
 
-/// A non-negative amount of money.
+/// A non-negative amount of money (also when read back from JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawMoney")]
 pub struct Money {
     /// Minor units (cents).
     pub minor: i64,
     pub currency: Currency,
+}
+
+#[derive(Deserialize)]
+struct RawMoney {
+    minor: i64,
+    currency: Currency,
+}
+
+impl TryFrom<RawMoney> for Money {
+    type Error = MoneyError;
+    fn try_from(raw: RawMoney) -> Result<Self, Self::Error> {
+        Money::new(raw.minor, raw.currency)
+    }
 }
 
 impl Money {

@@ -1,5 +1,18 @@
--- Read models. Disposable: each is rebuilt from the events table. `version` is the sequence
--- of the last event of the row's aggregate that was applied, so replays are idempotent.
+-- Read models. Disposable: each can be rebuilt from the events table. `version` is the
+-- sequence of the last event applied to the row, of the aggregate whose events write the row
+-- (rm_slots rows are written by their lot's registry events), so replays are idempotent.
+
+-- How far each projection has applied each stream. Updates of one stream take this row's lock
+-- and apply every event after it in sequence order, so read models never see a stream's events
+-- out of order, even when the commands' after-commit updates race.
+CREATE TABLE rm_stream_checkpoints
+(
+    projection     text   NOT NULL,
+    aggregate_type text   NOT NULL,
+    aggregate_id   text   NOT NULL,
+    sequence       bigint NOT NULL,
+    PRIMARY KEY (projection, aggregate_type, aggregate_id)
+);
 
 CREATE TABLE rm_users
 (

@@ -56,16 +56,36 @@ impl Config {
             database_url: SecretString::from(
                 get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             ),
-            database_max_connections: parse(&get, "DATABASE_MAX_CONNECTIONS", 20)?,
+            database_max_connections: within(
+                parse(&get, "DATABASE_MAX_CONNECTIONS", 20)?,
+                "DATABASE_MAX_CONNECTIONS",
+                1..=1000,
+            )?,
             bind_addr: parse(
                 &get,
                 "BIND_ADDR",
                 DEFAULT_BIND_ADDR.parse().expect("valid default"),
             )?,
-            jwt_secret: get("JWT_SECRET").map(SecretString::from),
-            jwt_ttl: Duration::from_secs(parse(&get, "JWT_TTL_SECONDS", 3600)?),
-            bcrypt_cost: parse(&get, "BCRYPT_COST", 12)?,
-            booking_hold: chrono::Duration::minutes(parse(&get, "BOOKING_HOLD_MINUTES", 15)?),
+            jwt_secret: match get("JWT_SECRET") {
+                Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                    return Err(ConfigError {
+                        name: "JWT_SECRET",
+                        reason: format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                    })
+                }
+                secret => secret.map(SecretString::from),
+            },
+            jwt_ttl: Duration::from_secs(within(
+                parse(&get, "JWT_TTL_SECONDS", 3600)?,
+                "JWT_TTL_SECONDS",
+                60..=86_400 * 30,
+            )?),
+            bcrypt_cost: within(parse(&get, "BCRYPT_COST", 12)?, "BCRYPT_COST", 4..=31)?,
+            booking_hold: chrono::Duration::minutes(within(
+                parse(&get, "BOOKING_HOLD_MINUTES", 15)?,
+                "BOOKING_HOLD_MINUTES",
+                1..=24 * 60,
+            )?),
             log_format: match get("LOG_FORMAT").as_deref() {
                 None | Some("pretty") => LogFormat::Pretty,
                 Some("json") => LogFormat::Json,
@@ -76,6 +96,24 @@ impl Config {
                     })
                 }
             },
+        })
+    }
+}
+
+/// An HS256 key shorter than its 256-bit output is guessable.
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+fn within<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    name: &'static str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError {
+            name,
+            reason: format!("{value} is outside {}..={}", range.start(), range.end()),
         })
     }
 }
@@ -135,7 +173,22 @@ mod tests {
 
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
-        let c = config(&[("JWT_SECRET", "hunter2-hunter2")]).unwrap();
+        let c = config(&[("JWT_SECRET", "hunter2-hunter2-hunter2-hunter2-hunter2")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn values_that_would_break_rules_are_refused_at_start() {
+        for (name, value) in [
+            ("BOOKING_HOLD_MINUTES", "0"),
+            ("BOOKING_HOLD_MINUTES", "100000000000"),
+            ("BCRYPT_COST", "3"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("JWT_SECRET", "short"),
+            ("JWT_TTL_SECONDS", "5"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+        }
     }
 }

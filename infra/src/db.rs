@@ -9,8 +9,9 @@ use sqlx::PgPool;
 /// The migrations compiled into the binary (`infra/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Opens a pool. Connections are made lazily, so a database that is briefly down at start-up
-/// makes requests fail (and `/ready` say so) instead of crashing the process.
+/// Opens a pool. Connections are made lazily and re-made after failures, so a database that
+/// goes away while serving makes requests fail (and `/ready` say so) until it is back, without
+/// restarting the process. (Start-up itself needs the database, for migrations.)
 pub fn pool(database_url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = database_url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()

@@ -54,6 +54,19 @@ impl<A: Aggregate> PgEventStore<A> {
         self
     }
 
+    /// The events of one stream after `sequence`, in order.
+    pub async fn events_after(
+        &self,
+        aggregate_id: &str,
+        sequence: usize,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        let events = self
+            .repo
+            .get_last_events::<A>(aggregate_id, sequence)
+            .await?;
+        self.deserialize(events)
+    }
+
     fn deserialize(
         &self,
         events: Vec<SerializedEvent>,

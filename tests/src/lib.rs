@@ -215,7 +215,7 @@ impl TestApp {
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),
-            password: PASSWORD.to_owned(),
+            password: PASSWORD.into(),
             full_name: "Admin".to_owned(),
             role: parking_domain::Role::Admin,
         };

@@ -1,10 +1,11 @@
 //! `/api/v1/auth`: sign-up, sign-in, the signed-in user.
 
 use actix_web::{get, post, web, HttpResponse};
-use parking_commands::{password, NewUser};
+use parking_commands::NewUser;
 use parking_domain::user::Email;
 use parking_domain::Role;
 use parking_projections::users::{self, UserView};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -17,8 +18,9 @@ use crate::state::State;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     pub email: String,
-    /// 8 to 72 bytes.
-    pub password: String,
+    /// At least 8 characters, at most 72 bytes.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
     pub full_name: String,
     /// `user` (default) or `parking_owner`. Other roles are granted by admins.
     pub role: Option<String>,
@@ -27,7 +29,8 @@ pub struct RegisterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
     pub email: String,
-    pub password: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,7 +84,7 @@ pub async fn register(
     let user = users::get(&state.pool, user_id)
         .await?
         .ok_or_else(|| ApiError::internal("user read model did not record a new user"))?;
-    Ok(created(format!("/api/v1/users/{user_id}"), user))
+    Ok(created(None, user))
 }
 
 /// Sign in: trade e-mail and password for a bearer token.
@@ -103,7 +106,7 @@ pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<Htt
         Err(_) => None,
     };
     let hash = found.as_ref().and_then(|c| c.password_hash.clone());
-    if !password::verify(body.password, hash).await {
+    if !state.commands.verify_password(body.password, hash).await {
         return Err(wrong());
     }
     let user = found.ok_or_else(wrong)?;

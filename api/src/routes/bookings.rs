@@ -90,7 +90,7 @@ pub async fn create(
     let booking = state.commands.book(&ctx, request).await?;
     let view = booking_view(&state, booking.booking_id).await?;
     Ok(created(
-        format!("/api/v1/bookings/{}", booking.booking_id),
+        Some(format!("/api/v1/bookings/{}", booking.booking_id)),
         view,
     ))
 }

@@ -146,7 +146,7 @@ pub async fn create(
     let ctx = state.context(Some(caller.0), &request_id);
     let lot_id = state.commands.register_lot(&ctx, details).await?;
     Ok(created(
-        format!("/api/v1/lots/{lot_id}"),
+        Some(format!("/api/v1/lots/{lot_id}")),
         lot_view(&state, lot_id).await?,
     ))
 }
@@ -293,7 +293,7 @@ pub async fn create_slot(
     let slot = slots::get(&state.pool, slot_id, state.now())
         .await?
         .ok_or_else(|| ApiError::internal("slot read model did not record a new slot"))?;
-    Ok(created(format!("/api/v1/slots/{slot_id}"), slot))
+    Ok(created(None, slot))
 }
 
 /// A lot's slots with their status now.

@@ -9,10 +9,10 @@ use actix_web::http::header::{HeaderValue, LOCATION};
 use actix_web::HttpResponse;
 use serde::Serialize;
 
-/// `201 Created` with `Location` and the representation.
-pub(crate) fn created(location: String, body: impl Serialize) -> HttpResponse {
+/// `201 Created` with the representation, and `Location` where the resource has its own URL.
+pub(crate) fn created(location: Option<String>, body: impl Serialize) -> HttpResponse {
     let mut response = HttpResponse::Created();
-    if let Ok(value) = HeaderValue::from_str(&location) {
+    if let Some(value) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response.insert_header((LOCATION, value));
     }
     response.json(body)

@@ -54,7 +54,7 @@ impl RuleError for LotError {
     }
 }
 
-/// A slot as the lot knows it: identity, label, type.
+/// A slot as the lot knows it (its label is the registry's key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlotEntry {
     pub slot_id: Uuid,
@@ -94,6 +94,18 @@ fn optional_text(
     }
 }
 
+fn clearable(
+    field: &'static str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, LotError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(Some(String::new())),
+        Some(v) => text(field, &v, max).map(Some),
+    }
+}
+
 fn normalized_label(label: &str) -> String {
     label.trim().to_lowercase()
 }
@@ -121,8 +133,9 @@ impl LotChanges {
             name: required("name", self.name, 200)?,
             address: required("address", self.address, 500)?,
             city: required("city", self.city, 100)?,
-            description: self.description.map(|d| d.trim().to_owned()),
-            camera_url: self.camera_url.map(|c| c.trim().to_owned()),
+            // An empty value clears the field; a non-empty one obeys registration's limits.
+            description: clearable("description", self.description, 4000)?,
+            camera_url: clearable("camera_url", self.camera_url, 2000)?,
             ..self
         })
     }

@@ -10,7 +10,7 @@ pub enum LotEvent {
         owner_id: Uuid,
         details: LotDetails,
     },
-    /// Only the fields that changed are present.
+    /// The fields the owner changed; the others are `null`.
     LotUpdated {
         changes: LotChanges,
     },

@@ -99,6 +99,14 @@ impl EmailClaim {
         Uuid::new_v5(&NAMESPACE, email.as_str().as_bytes())
     }
 
+    /// The user holding the address without having confirmed it, if any.
+    pub fn unconfirmed_holder(&self) -> Option<Uuid> {
+        self.holder
+            .as_ref()
+            .filter(|h| !h.confirmed)
+            .map(|h| h.user_id)
+    }
+
     fn is_held_by(&self, user_id: Uuid) -> bool {
         self.holder.as_ref().is_some_and(|h| h.user_id == user_id)
     }

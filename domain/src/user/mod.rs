@@ -82,6 +82,15 @@ impl RuleError for UserError {
     }
 }
 
+/// A display name: trimmed, 1 to 200 characters.
+pub fn validate_full_name(raw: &str) -> Result<String, UserError> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(UserError::InvalidName);
+    }
+    Ok(name.to_owned())
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub registered: Option<RegisteredUser>,
@@ -119,10 +128,7 @@ impl Aggregate for User {
                 if self.registered.is_some() {
                     return Err(UserError::AlreadyRegistered);
                 }
-                let full_name = full_name.trim().to_owned();
-                if full_name.is_empty() || full_name.chars().count() > 200 {
-                    return Err(UserError::InvalidName);
-                }
+                let full_name = validate_full_name(&full_name)?;
                 sink.write(
                     UserEvent::UserRegistered {
                         email,

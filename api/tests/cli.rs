@@ -1,0 +1,62 @@
+//! The admin CLI, run as the operator runs it.
+
+use std::process::Command;
+
+use sqlx::{Connection, PgConnection};
+
+#[tokio::test]
+async fn create_user_makes_an_admin_recorded_as_a_system_command() {
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db_name = format!("parking_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!(r#"CREATE DATABASE "{db_name}""#))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let database_url = format!("{server}/{db_name}");
+
+    let run = |email: &str| {
+        Command::new(env!("CARGO_BIN_EXE_parking-api"))
+            .args([
+                "create-user",
+                "--email",
+                email,
+                "--full-name",
+                "First Admin",
+            ])
+            .env("DATABASE_URL", &database_url)
+            .env("BCRYPT_COST", "4")
+            .env("PARKING_NEW_PASSWORD", "a long enough password")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run parking-api")
+    };
+    let output = run("root@example.com");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: uuid::Uuid = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("prints the new id");
+
+    let mut db = PgConnection::connect(&database_url).await.unwrap();
+    let (payload, metadata): (serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "SELECT payload::jsonb, metadata::jsonb FROM events WHERE event_type = 'UserRegistered' AND aggregate_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(payload["UserRegistered"]["role"], "admin");
+    assert_eq!(metadata["role"], "system");
+
+    let again = run("ROOT@example.com");
+    assert!(!again.status.success(), "a taken address is refused");
+}
