@@ -112,7 +112,7 @@ impl FromRequest for Authenticated {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authenticate(req).and_then(|actor| {
+        std::future::ready(caller(req).and_then(|actor| {
             actor.map(Authenticated).ok_or_else(|| {
                 ApiError::unauthorized(
                     "unauthenticated",
@@ -132,11 +132,12 @@ impl FromRequest for MaybeAuthenticated {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(authenticate(req).map(MaybeAuthenticated))
+        std::future::ready(caller(req).map(MaybeAuthenticated))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Option<Actor>, ApiError> {
+/// The caller named by the bearer token: `None` without a token, an error for a bad one.
+pub fn caller(req: &HttpRequest) -> Result<Option<Actor>, ApiError> {
     let Some(token) = bearer(req) else {
         if req.headers().contains_key(AUTHORIZATION) {
             return Err(ApiError::unauthorized(

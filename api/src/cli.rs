@@ -5,6 +5,7 @@ use parking_commands::{CommandContext, NewUser};
 use parking_domain::user::Email;
 use parking_domain::Role;
 use parking_infra::{db, Config};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,15 +28,19 @@ pub enum Command {
     CreateUser {
         #[arg(long)]
         email: String,
-        /// Read from the environment variable PARKING_NEW_PASSWORD if not given.
-        #[arg(long, env = "PARKING_NEW_PASSWORD", hide_env_values = true)]
-        password: String,
+        /// Prefer the environment variable PARKING_NEW_PASSWORD: arguments show in process lists.
+        #[arg(long, env = "PARKING_NEW_PASSWORD", hide_env_values = true, value_parser = secret)]
+        password: SecretString,
         #[arg(long)]
         full_name: String,
         /// user, parking_owner, admin, auditor or service.
         #[arg(long, default_value = "admin")]
         role: String,
     },
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -48,7 +53,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 pub async fn create_user(
     config: &Config,
     email: &str,
-    password: String,
+    password: SecretString,
     full_name: String,
     role: &str,
 ) -> anyhow::Result<()> {
@@ -66,7 +71,7 @@ pub async fn create_user(
             &ctx,
             NewUser {
                 email,
-                password: password.into(),
+                password,
                 full_name,
                 role,
             },

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod idempotency;
 mod openapi;
 pub mod request_id;
 mod routes;

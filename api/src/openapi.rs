@@ -2,7 +2,9 @@
 //! (utoipa-actix-web collects them from the services the app really mounts), so the document
 //! cannot list a route the server does not serve, or miss one it does.
 
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Object, Required, Type};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -33,4 +35,43 @@ impl Modify for BearerAuth {
         scheme.bearer_format = Some("JWT".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// Completes the collected document with what applies to many operations at once: the
+/// optional `Idempotency-Key` header of every write (see `crate::idempotency`).
+pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if path == "/api/v1/auth/login" {
+            continue;
+        }
+        for operation in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(utoipa::openapi::RefOr::T(idempotency_key()));
+        }
+    }
+    openapi
+}
+
+fn idempotency_key() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Optional. Retrying with the same key and request replays the first answer \
+             (header `Idempotent-Replayed: true`) without a second effect; the same key with a \
+             different request is 422 `idempotency_key_reused`. Keys are kept 24 hours.",
+        ))
+        .schema(Some(Object::with_type(Type::String)))
+        .build()
 }

@@ -55,6 +55,7 @@ impl Application {
             tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
             pool,
         });
+        tokio::spawn(purge_idempotency_keys(state.pool.clone()));
         let listener = TcpListener::bind(config.bind_addr)?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
@@ -69,10 +70,11 @@ impl Application {
                 .service(routes::health::ready)
                 .service(routes::api_v1())
                 .split_for_parts();
-            let openapi = web::Data::new(openapi);
+            let openapi = web::Data::new(crate::openapi::finish(openapi));
             app.app_data(openapi)
                 .route("/openapi.json", web::get().to(openapi_json))
                 .default_service(web::to(error::route_not_found))
+                .wrap(middleware::from_fn(crate::idempotency::middleware))
                 .wrap(middleware::from_fn(crate::request_id::middleware))
         })
         .listen(listener)?
@@ -87,6 +89,22 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Forgets expired idempotency keys, every ten minutes, for the life of the server.
+async fn purge_idempotency_keys(pool: PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match parking_infra::idempotency::purge_older_than(&pool, IDEMPOTENCY_KEY_LIFETIME).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
+        }
     }
 }
 

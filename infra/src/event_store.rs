@@ -18,6 +18,8 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
+type StoredRow = (i64, String, String, serde_json::Value, serde_json::Value);
+
 /// When to snapshot an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Snapshots {
@@ -54,16 +56,39 @@ impl<A: Aggregate> PgEventStore<A> {
         self
     }
 
-    /// The events of one stream after `sequence`, in order.
+    /// The events of one stream after `sequence`, in order, read on `db`, so that a caller
+    /// holding a transaction needs no second connection.
     pub async fn events_after(
         &self,
+        db: &mut sqlx::PgConnection,
         aggregate_id: &str,
         sequence: usize,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let events = self
-            .repo
-            .get_last_events::<A>(aggregate_id, sequence)
-            .await?;
+        let rows: Vec<StoredRow> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(sequence as i64)
+        .fetch_all(db)
+        .await
+        .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let events = rows
+            .into_iter()
+            .map(|(sequence, event_type, event_version, payload, metadata)| {
+                let (id, kind) = (aggregate_id.to_owned(), A::TYPE.to_owned());
+                SerializedEvent::new(
+                    id,
+                    sequence as usize,
+                    kind,
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata,
+                )
+            })
+            .collect();
         self.deserialize(events)
     }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod event_store;
+pub mod idempotency;
 pub mod telemetry;
 
 pub use clock::{Clock, SystemClock};

@@ -82,7 +82,7 @@ impl<A: Aggregate + 'static, P: Projection<A>> ReadModel<A, P> {
         } else {
             fetched = self
                 .store
-                .events_after(aggregate_id, applied)
+                .events_after(&mut tx, aggregate_id, applied)
                 .await
                 .map_err(|e| e.to_string())?;
             fetched.as_slice()

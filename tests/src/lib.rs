@@ -41,6 +41,7 @@ pub struct Reply {
     pub body: Value,
     pub content_type: String,
     pub request_id: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -143,6 +144,7 @@ impl TestApp {
                 .map(str::to_owned)
         };
         let content_type = header("content-type").unwrap_or_default();
+        let headers = response.headers().clone();
         let request_id = header("x-request-id");
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -151,7 +153,27 @@ impl TestApp {
             body,
             content_type,
             request_id,
+            headers,
         }
+    }
+
+    /// POSTs JSON with an `Idempotency-Key`.
+    pub async fn post_idempotent(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        key: &str,
+        body: Value,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("idempotency-key", key)
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::reply(request.send().await.expect("request sent")).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {

@@ -12,8 +12,7 @@ use utoipa::ToSchema;
 use super::created;
 use crate::auth::{Authenticated, MaybeAuthenticated};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::request_id::RequestId;
-use crate::state::State;
+use crate::state::{RequestMeta, State};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
@@ -66,14 +65,14 @@ pub(crate) fn parse_role(raw: Option<&str>) -> Result<Role, ApiError> {
 pub async fn register(
     state: State,
     caller: MaybeAuthenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     body: web::Json<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let email =
         Email::parse(&body.email).map_err(|e| ApiError::invalid("invalid_email", e.to_string()))?;
     let role = parse_role(body.role.as_deref())?;
-    let ctx = state.context(caller.0, &request_id);
+    let ctx = state.context(caller.0, &meta);
     let new = NewUser {
         email,
         password: body.password,

@@ -16,8 +16,7 @@ use super::created;
 use super::lots::{page_request, sort};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::request_id::RequestId;
-use crate::state::State;
+use crate::state::{RequestMeta, State};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateBookingRequest {
@@ -73,7 +72,7 @@ fn may_read(actor: &Actor, booking: &BookingView) -> bool {
 pub async fn create(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     body: web::Json<CreateBookingRequest>,
 ) -> ApiResult<HttpResponse> {
     let b = body.into_inner();
@@ -81,7 +80,7 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("invalid_range", e.to_string()))?;
     let vehicle_number = VehicleNumber::parse(&b.vehicle_number)
         .map_err(|e| ApiError::invalid("invalid_vehicle_number", e.to_string()))?;
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     let request = BookingRequest {
         slot_id: b.slot_id,
         range,
@@ -171,7 +170,7 @@ pub async fn get(
 pub async fn cancel(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     path: web::Path<Uuid>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
@@ -184,7 +183,7 @@ pub async fn cancel(
             .map_err(|e| ApiError::bad_request("malformed_body", e.to_string()))?
             .reason
     };
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     state
         .commands
         .cancel_booking(&ctx, booking_id, reason)

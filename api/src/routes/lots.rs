@@ -15,8 +15,7 @@ use uuid::Uuid;
 use super::created;
 use crate::auth::{require_role, Authenticated};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::request_id::RequestId;
-use crate::state::State;
+use crate::state::{RequestMeta, State};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateLotRequest {
@@ -127,7 +126,7 @@ async fn lot_view(state: &State, lot_id: Uuid) -> ApiResult<LotView> {
 pub async fn create(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     body: web::Json<CreateLotRequest>,
 ) -> ApiResult<HttpResponse> {
     require_role(&caller.0, &[Role::ParkingOwner, Role::Admin])?;
@@ -143,7 +142,7 @@ pub async fn create(
         description: b.description,
         camera_url: b.camera_url,
     };
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     let lot_id = state.commands.register_lot(&ctx, details).await?;
     Ok(created(
         Some(format!("/api/v1/lots/{lot_id}")),
@@ -200,7 +199,7 @@ pub async fn get(state: State, path: web::Path<Uuid>) -> ApiResult<HttpResponse>
 pub async fn update(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     path: web::Path<Uuid>,
     body: web::Json<UpdateLotRequest>,
 ) -> ApiResult<HttpResponse> {
@@ -226,7 +225,7 @@ pub async fn update(
         description: b.description,
         camera_url: b.camera_url,
     };
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_lot(&ctx, lot_id, changes).await?;
     Ok(HttpResponse::Ok().json(lot_view(&state, lot_id).await?))
 }
@@ -242,10 +241,10 @@ pub async fn update(
 pub async fn delete(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     path: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     state
         .commands
         .deactivate_lot(&ctx, path.into_inner())
@@ -270,7 +269,7 @@ pub async fn delete(
 pub async fn create_slot(
     state: State,
     caller: Authenticated,
-    request_id: RequestId,
+    meta: RequestMeta,
     path: web::Path<Uuid>,
     body: web::Json<CreateSlotRequest>,
 ) -> ApiResult<HttpResponse> {
@@ -285,7 +284,7 @@ pub async fn create_slot(
             ),
         )
     })?;
-    let ctx = state.context(Some(caller.0), &request_id);
+    let ctx = state.context(Some(caller.0), &meta);
     let slot_id = state
         .commands
         .add_slot(&ctx, lot_id, b.label, slot_type)

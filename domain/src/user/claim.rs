@@ -149,8 +149,11 @@ impl Aggregate for EmailClaim {
                 if !self.is_held_by(user_id) {
                     return Err(ClaimError::NotHolder);
                 }
-                sink.write(ClaimEvent::EmailClaimConfirmed { user_id }, self)
-                    .await;
+                // A repair and the sign-up itself may both confirm: once is enough.
+                if self.unconfirmed_holder().is_some() {
+                    sink.write(ClaimEvent::EmailClaimConfirmed { user_id }, self)
+                        .await;
+                }
             }
             ClaimCommand::Release { user_id } => {
                 // Releasing what one does not hold changes nothing: compensation is idempotent.
@@ -266,6 +269,21 @@ mod tests {
                 user_id: Uuid::from_u128(2),
             })
             .then_expect_error(ClaimError::NotHolder);
+    }
+
+    #[test]
+    fn confirming_twice_records_one_confirmation() {
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![
+                claimed(1),
+                ClaimEvent::EmailClaimConfirmed {
+                    user_id: Uuid::from_u128(1),
+                },
+            ])
+            .when(ClaimCommand::Confirm {
+                user_id: Uuid::from_u128(1),
+            })
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! `Idempotency-Key` on writes: the same key and request return the first answer again,
+//! without a second effect.
+//!
+//! Keys are scoped by caller (the token's user, or `anonymous`), fingerprinted with the
+//! method, path and body, and answered from `idempotency_keys`:
+//! - first use: the request runs; its answer is stored (unless it is a 5xx, which forgets the
+//!   key so the client can retry);
+//! - same key, same request, answered: the stored answer is replayed, with
+//!   `Idempotent-Replayed: true`;
+//! - same key, same request, still running: 409 `idempotency_request_in_progress`;
+//! - same key, different request: 422 `idempotency_key_reused`.
+//!
+//! The key also goes into the metadata of the events the request causes.
+
+use actix_web::body::{self, BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use parking_infra::idempotency::{self, Claim, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::State;
+
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The request's idempotency key, for the command metadata.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
+    let key = value.to_str().unwrap_or("").trim();
+    let valid = !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// Middleware around the API's routes.
+pub async fn middleware(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Signing in changes nothing and its answer is a secret: never stored.
+    let applies = is_write(req.method()) && req.path() != "/api/v1/auth/login";
+    let Some(value) = req.headers().get(&HEADER).filter(|_| applies).cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let key = match parse_key(&value) {
+        Ok(key) => key,
+        Err(e) => return Ok(req.into_response(e.error_response())),
+    };
+    let Some(state) = req.app_data::<State>().cloned() else {
+        return Ok(
+            req.into_response(ApiError::internal("application state missing").error_response())
+        );
+    };
+    // A bad token is the handler's to refuse (401); such a request stores nothing.
+    let scope = match crate::auth::caller(req.request()) {
+        Ok(Some(actor)) => actor.user_id.to_string(),
+        Ok(None) => "anonymous".to_owned(),
+        Err(_) => return Ok(next.call(req).await?.map_into_boxed_body()),
+    };
+
+    let body = req.extract::<web::Bytes>().await?;
+    let mut hasher = Sha256::new();
+    hasher.update(req.method().as_str());
+    hasher.update([0]);
+    hasher.update(req.path());
+    hasher.update([0]);
+    hasher.update(req.query_string());
+    hasher.update([0]);
+    hasher.update(&body);
+    let fingerprint = hasher.finalize();
+    req.set_payload(Payload::from(body));
+
+    let claim = match idempotency::claim(&state.pool, &scope, &key, &fingerprint).await {
+        Ok(claim) => claim,
+        Err(e) => return Ok(req.into_response(ApiError::internal(e).error_response())),
+    };
+    match claim {
+        Claim::Run => {}
+        Claim::InProgress => {
+            let busy = ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_request_in_progress",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            );
+            return Ok(req.into_response(busy.error_response()));
+        }
+        Claim::Mismatch => {
+            let reused = ApiError::invalid(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            );
+            return Ok(req.into_response(reused.error_response()));
+        }
+        Claim::Replay(stored) => return Ok(req.into_response(replay(stored))),
+    }
+
+    req.extensions_mut().insert(IdempotencyKey(key.clone()));
+    let response = next.call(req).await?;
+    let (request, response) = response.into_parts();
+    let (head, body) = response.into_parts();
+    let bytes = body::to_bytes(body)
+        .await
+        .map_err(|_| ApiError::internal("response body unreadable"))?;
+    let header = |name| {
+        head.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let outcome = if head.status().is_server_error() {
+        idempotency::abandon(&state.pool, &scope, &key).await
+    } else {
+        let stored = StoredResponse {
+            status: head.status().as_u16(),
+            content_type: header(CONTENT_TYPE),
+            location: header(LOCATION),
+            body: bytes.to_vec(),
+        };
+        idempotency::complete(&state.pool, &scope, &key, &stored).await
+    };
+    if let Err(e) = outcome {
+        // The answer stands; only a retry would not be recognised.
+        tracing::error!(error = %e, "could not record an idempotency key's outcome");
+    }
+    Ok(ServiceResponse::new(
+        request,
+        head.set_body(BoxBody::new(bytes)),
+    ))
+}
+
+fn replay(stored: StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    response.insert_header((REPLAYED, "true"));
+    if let Some(content_type) = stored.content_type {
+        response.insert_header((CONTENT_TYPE, content_type));
+    }
+    if let Some(location) = stored.location {
+        response.insert_header((LOCATION, location));
+    }
+    response.body(stored.body)
+}
