@@ -15,6 +15,7 @@ use parking_projections::ReadModel;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Tokens;
 use crate::error;
@@ -70,9 +71,12 @@ impl Application {
                 .service(routes::health::ready)
                 .service(routes::api_v1())
                 .split_for_parts();
-            let openapi = web::Data::new(crate::openapi::finish(openapi));
-            app.app_data(openapi)
-                .route("/openapi.json", web::get().to(openapi_json))
+            // The document at /openapi.json, and the API reference page at /docs (Swagger UI, its
+            // assets compiled into the binary: no CDN).
+            let docs = SwaggerUi::new("/docs/{_:.*}")
+                .url("/openapi.json", crate::openapi::finish(openapi));
+            app.service(docs)
+                .route("/docs", web::get().to(docs_redirect))
                 .default_service(web::to(error::route_not_found))
                 .wrap(middleware::from_fn(crate::idempotency::middleware))
                 .wrap(middleware::from_fn(crate::request_id::middleware))
@@ -108,6 +112,8 @@ async fn purge_idempotency_keys(pool: PgPool) {
     }
 }
 
-async fn openapi_json(openapi: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
-    HttpResponse::Ok().json(openapi.get_ref())
+async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header(("Location", "/docs/"))
+        .finish()
 }

@@ -99,3 +99,34 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_api_reference_page_is_served_with_its_assets() {
+    let app = spawn_app().await;
+    // /docs redirects to /docs/ (reqwest follows it).
+    let page = app
+        .client
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui-bundle.js"), "{html}");
+    // The UI's script is compiled into the binary: no CDN is needed.
+    let bundle = app
+        .client
+        .get(format!("{}/docs/swagger-ui-bundle.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), StatusCode::OK);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
+    let init = app
+        .client
+        .get(format!("{}/docs/swagger-initializer.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(init.text().await.unwrap().contains("/openapi.json"));
+}
