@@ -45,6 +45,7 @@ CREATE TABLE rm_lots
 );
 CREATE INDEX rm_lots_owner ON rm_lots (owner_id);
 CREATE INDEX rm_lots_city ON rm_lots (lower(city));
+CREATE INDEX rm_lots_latitude ON rm_lots (latitude); -- bounding box of "nearby"
 
 CREATE TABLE rm_slots
 (

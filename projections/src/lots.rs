@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
+use parking_domain::geo::GeoPoint;
 use parking_domain::lot::{LotEvent, ParkingLot};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -260,4 +261,73 @@ pub async fn list(
     filter.push_from(&mut total);
     let total: i64 = total.build_query_scalar().fetch_one(pool).await?;
     Ok(Page::new(items, page, total))
+}
+
+/// A lot and how far it is from the point asked about.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct NearbyLot {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub lot: LotView,
+    /// Great-circle distance in kilometres.
+    pub distance_km: f64,
+}
+
+/// Pushes the great-circle distance in km from `center` to lot `l`, the formula of
+/// `GeoPoint::distance_km` (haversine, mean Earth radius).
+fn push_distance(query: &mut QueryBuilder<'_, Postgres>, center: GeoPoint) {
+    let (lat, lng) = (center.latitude(), center.longitude());
+    query
+        .push("(2 * 6371.0088 * asin(sqrt(power(sin(radians(l.latitude - ")
+        .push_bind(lat)
+        .push(") / 2), 2) + cos(radians(")
+        .push_bind(lat)
+        .push(")) * cos(radians(l.latitude)) * power(sin(radians(l.longitude - ")
+        .push_bind(lng)
+        .push(") / 2), 2))))");
+}
+
+/// Active lots within `radius_km` of `center`, nearest first, at most `limit`.
+pub async fn nearby(
+    pool: &PgPool,
+    center: GeoPoint,
+    radius_km: f64,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<Page<NearbyLot>, sqlx::Error> {
+    // A latitude band first (a degree of latitude is ~111 km everywhere), so that the index
+    // narrows the scan before distances are computed.
+    let band = radius_km / 111.0 + 0.01;
+    let push_from = |query: &mut QueryBuilder<'_, Postgres>| {
+        query
+            .push(" FROM (")
+            .push(select_lots())
+            .push(" WHERE l.is_active AND l.latitude BETWEEN ")
+            .push_bind(center.latitude() - band)
+            .push(" AND ")
+            .push_bind(center.latitude() + band)
+            .push(") l WHERE ");
+        push_distance(query, center);
+        query.push(" <= ").push_bind(radius_km);
+    };
+    let mut items = with_clock(now);
+    items.push("SELECT l.*, ");
+    push_distance(&mut items, center);
+    items.push(" AS distance_km");
+    push_from(&mut items);
+    items
+        .push(" ORDER BY distance_km, l.id LIMIT ")
+        .push_bind(i64::from(limit));
+    let items: Vec<NearbyLot> = items.build_query_as().fetch_all(pool).await?;
+
+    let mut total = with_clock(now);
+    total.push("SELECT count(*)");
+    push_from(&mut total);
+    let total: i64 = total.build_query_scalar().fetch_one(pool).await?;
+    Ok(Page {
+        items,
+        page: 1,
+        per_page: limit,
+        total,
+    })
 }

@@ -6,6 +6,9 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use parking_domain::lot::SlotType;
+use parking_domain::time::TimeRange;
+
 use crate::lots::with_clock;
 use crate::page::{Page, PageRequest};
 
@@ -102,4 +105,64 @@ pub async fn get(
         .push(" WHERE s.id = ")
         .push_bind(slot_id);
     query.build_query_as().fetch_optional(pool).await
+}
+
+/// Which of a lot's slots are free for a whole range.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Availability {
+    /// How many slots (of the asked type) are free for the whole range.
+    pub available: i64,
+    /// How many slots (of the asked type) the lot has.
+    pub total: i64,
+    /// The free slots, by label, with their status now.
+    pub slots: Vec<SlotView>,
+}
+
+/// Slots of `lot_id` (of `slot_type`, if given) that no live booking overlaps in `range` and
+/// that are in service. Live, as for the calendar: confirmed or active, or pending with its
+/// payment hold still running at `now`.
+pub async fn availability(
+    pool: &PgPool,
+    lot_id: Uuid,
+    range: TimeRange,
+    slot_type: Option<SlotType>,
+    now: DateTime<Utc>,
+) -> Result<Availability, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_slots())
+        .push(" WHERE s.lot_id = ")
+        .push_bind(lot_id);
+    if let Some(slot_type) = slot_type {
+        query
+            .push(" AND s.slot_type = ")
+            .push_bind(slot_type.as_str());
+    }
+    query
+        .push(
+            " AND NOT s.out_of_service AND NOT EXISTS (
+                SELECT 1 FROM rm_bookings b, clock
+                 WHERE b.slot_id = s.id AND b.start_time < ",
+        )
+        .push_bind(range.end())
+        .push(" AND b.end_time > ")
+        .push_bind(range.start())
+        .push(
+            " AND (b.status IN ('confirmed', 'active')
+                       OR (b.status = 'pending' AND b.hold_until > clock.now)))
+             ORDER BY s.label, s.id",
+        );
+    let slots: Vec<SlotView> = query.build_query_as().fetch_all(pool).await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rm_slots WHERE lot_id = $1 AND ($2::text IS NULL OR slot_type = $2)",
+    )
+    .bind(lot_id)
+    .bind(slot_type.map(SlotType::as_str))
+    .fetch_one(pool)
+    .await?;
+    Ok(Availability {
+        available: slots.len() as i64,
+        total,
+        slots,
+    })
 }

@@ -72,6 +72,8 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "DELETE /api/v1/lots/{lot_id}",
         "POST /api/v1/lots/{lot_id}/slots",
         "GET /api/v1/lots/{lot_id}/slots",
+        "GET /api/v1/lots/nearby",
+        "GET /api/v1/lots/{lot_id}/availability",
         "POST /api/v1/bookings",
         "GET /api/v1/bookings",
         "GET /api/v1/bookings/{booking_id}",

@@ -1,12 +1,14 @@
 //! `/api/v1/lots`: parking lots and their slots.
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
 use parking_domain::geo::GeoPoint;
 use parking_domain::lot::{LotChanges, LotDetails, SlotType};
 use parking_domain::money::{Currency, Money};
+use parking_domain::time::TimeRange;
 use parking_domain::Role;
-use parking_projections::lots::{self, LotFilter, LotView};
-use parking_projections::slots::{self, SlotView};
+use parking_projections::lots::{self, LotFilter, LotView, NearbyLot};
+use parking_projections::slots::{self, Availability, SlotView};
 use parking_projections::{Page, PageRequest, Sort};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -275,15 +277,7 @@ pub async fn create_slot(
 ) -> ApiResult<HttpResponse> {
     let lot_id = path.into_inner();
     let b = body.into_inner();
-    let slot_type = SlotType::parse(b.slot_type.trim()).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_slot_type",
-            format!(
-                "unknown slot type {:?}; use standard, disabled or ev_charging",
-                b.slot_type
-            ),
-        )
-    })?;
+    let slot_type = slot_type(&b.slot_type)?;
     let ctx = state.context(Some(caller.0), &meta);
     let slot_id = state
         .commands
@@ -311,4 +305,92 @@ pub async fn list_slots(
     let page = page_request(query.page, query.per_page)?;
     lot_view(&state, lot_id).await?;
     Ok(HttpResponse::Ok().json(slots::for_lot(&state.pool, lot_id, page, state.now()).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NearbyQuery {
+    /// Latitude of the point, −90..90.
+    pub lat: f64,
+    /// Longitude of the point, −180..180.
+    pub lng: f64,
+    /// Search radius, 0 < radius_km ≤ 200 (default 5).
+    pub radius_km: Option<f64>,
+    /// At most this many lots, 1..=100 (default 20).
+    pub limit: Option<u32>,
+}
+
+/// Active lots near a point, nearest first.
+#[utoipa::path(
+    tag = "lots",
+    params(NearbyQuery),
+    responses(
+        (status = 200, description = "`items` carry `distance_km`; `total` counts all lots in the radius", body = Page<NearbyLot>),
+        (status = 400, description = "Missing or malformed parameters", body = Problem),
+        (status = 422, description = "Coordinates, radius or limit out of range", body = Problem),
+    )
+)]
+#[get("/lots/nearby")]
+pub async fn nearby(state: State, query: web::Query<NearbyQuery>) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let center = location(q.lat, q.lng)?;
+    let radius_km = q.radius_km.unwrap_or(5.0);
+    if !(radius_km > 0.0 && radius_km <= 200.0) {
+        return Err(ApiError::invalid(
+            "invalid_radius",
+            "radius_km must be more than 0 and at most 200",
+        ));
+    }
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 100"));
+    }
+    Ok(HttpResponse::Ok()
+        .json(lots::nearby(&state.pool, center, radius_km, limit, state.now()).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AvailabilityQuery {
+    /// Start of the range (inclusive), RFC 3339.
+    pub from: DateTime<Utc>,
+    /// End of the range (exclusive), RFC 3339.
+    pub to: DateTime<Utc>,
+    /// `standard`, `disabled` or `ev_charging`; all types when absent.
+    pub slot_type: Option<String>,
+}
+
+pub(crate) fn slot_type(raw: &str) -> Result<SlotType, ApiError> {
+    SlotType::parse(raw.trim()).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_slot_type",
+            format!("unknown slot type {raw:?}; use standard, disabled or ev_charging"),
+        )
+    })
+}
+
+/// The lot's slots that are free for the whole range.
+#[utoipa::path(
+    tag = "slots",
+    params(("lot_id" = Uuid, Path), AvailabilityQuery),
+    responses(
+        (status = 200, body = Availability),
+        (status = 400, body = Problem), (status = 404, body = Problem),
+        (status = 422, description = "`to` not after `from`, or unknown slot type", body = Problem),
+    )
+)]
+#[get("/lots/{lot_id}/availability")]
+pub async fn availability(
+    state: State,
+    path: web::Path<Uuid>,
+    query: web::Query<AvailabilityQuery>,
+) -> ApiResult<HttpResponse> {
+    let lot_id = path.into_inner();
+    let q = query.into_inner();
+    let range = TimeRange::new(q.from, q.to)
+        .map_err(|e| ApiError::invalid("invalid_range", e.to_string()))?;
+    let slot_type = q.slot_type.as_deref().map(slot_type).transpose()?;
+    lot_view(&state, lot_id).await?;
+    let free = slots::availability(&state.pool, lot_id, range, slot_type, state.now()).await?;
+    Ok(HttpResponse::Ok().json(free))
 }
