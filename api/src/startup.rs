@@ -10,6 +10,7 @@ use parking_domain::booking::BookingPolicy;
 use parking_infra::{db, Config, SystemClock};
 use parking_projections::bookings::BookingsProjection;
 use parking_projections::lots::LotsProjection;
+use parking_projections::slots::SlotsProjection;
 use parking_projections::users::UsersProjection;
 use parking_projections::ReadModel;
 use sqlx::PgPool;
@@ -33,6 +34,7 @@ pub fn commands(pool: &PgPool, config: &Config) -> Commands {
     let queries = Queries {
         users: vec![ReadModel::boxed(pool.clone(), UsersProjection)],
         lots: vec![ReadModel::boxed(pool.clone(), LotsProjection)],
+        slots: vec![ReadModel::boxed(pool.clone(), SlotsProjection)],
         bookings: vec![ReadModel::boxed(pool.clone(), BookingsProjection)],
         ..Queries::default()
     };

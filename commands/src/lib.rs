@@ -21,5 +21,6 @@ pub use bookings::{BookingRequest, CreatedBooking};
 pub use bus::Bus;
 pub use context::CommandContext;
 pub use error::CommandError;
+pub use lots::SlotChanges;
 pub use service::{Commands, Queries, Settings};
 pub use users::{password, NewUser};

@@ -1,7 +1,7 @@
 //! Lots and their slots.
 
 use parking_domain::lot::{LotChanges, LotCommand, LotDetails, ParkingLot, SlotType};
-use parking_domain::slot::SlotCommand;
+use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::{Actor, Violation};
 use uuid::Uuid;
 
@@ -108,5 +108,56 @@ impl Commands {
         lot.registered.ok_or_else(|| {
             CommandError::rejected("lot_not_found", Violation::NotFound, "no such lot")
         })
+    }
+}
+
+/// A change to one slot; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SlotChanges {
+    pub label: Option<String>,
+    pub slot_type: Option<SlotType>,
+    pub out_of_service: Option<bool>,
+}
+
+impl Commands {
+    /// Changes a slot: label and type in its lot's registry, service state on its calendar.
+    /// Both are authorized by the lot (its owner or an admin) before either is recorded.
+    #[tracing::instrument(skip_all, fields(%slot_id))]
+    pub async fn update_slot(
+        &self,
+        ctx: &CommandContext,
+        slot_id: Uuid,
+        changes: SlotChanges,
+    ) -> Result<(), CommandError> {
+        let actor = actor(ctx)?;
+        let slot: Slot = self.slots.load(&slot_id.to_string()).await?;
+        let not_found =
+            || CommandError::rejected("slot_not_found", Violation::NotFound, "no such slot");
+        let info = slot.info.ok_or_else(not_found)?;
+        let lot = self.lot(info.lot_id).await?;
+        if !lot.slots.values().any(|s| s.slot_id == slot_id) {
+            return Err(not_found());
+        }
+        let lot_key = info.lot_id.to_string();
+        let relabel = LotCommand::UpdateSlot {
+            actor,
+            slot_id,
+            label: changes.label,
+            slot_type: changes.slot_type,
+        };
+        // Checked first so that a refused relabel does not leave the service change recorded.
+        self.lots.check(&lot_key, relabel.clone()).await?;
+        if let Some(out_of_service) = changes.out_of_service {
+            let service = SlotCommand::SetOutOfService {
+                actor,
+                lot_owner_id: lot.owner_id,
+                out_of_service,
+            };
+            self.slots
+                .execute(&slot_id.to_string(), service, ctx)
+                .await?;
+        }
+        self.lots.execute(&lot_key, relabel, ctx).await?;
+        Ok(())
     }
 }

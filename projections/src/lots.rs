@@ -106,16 +106,36 @@ impl Projection<ParkingLot> for LotsProjection {
                 slot_type,
             } => {
                 slots::insert(db, *slot_id, id, label, slot_type.as_str(), at, version).await?;
-                sqlx::query("UPDATE rm_lots SET updated_at = $3, version = $2 WHERE id = $1 AND version < $2")
-                    .bind(id)
-                    .bind(version)
-                    .bind(at)
-                    .execute(db)
-                    .await?;
+                touch(db, id, version, at).await?;
+            }
+            LotEvent::SlotUpdated {
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                let slot_type = slot_type.map(|t| t.as_str());
+                slots::relabel(db, *slot_id, label.as_deref(), slot_type, version).await?;
+                touch(db, id, version, at).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Marks the lot changed by event `version` at `at`.
+async fn touch(
+    db: &mut PgConnection,
+    id: Uuid,
+    version: i64,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE rm_lots SET updated_at = $3, version = $2 WHERE id = $1 AND version < $2")
+        .bind(id)
+        .bind(version)
+        .bind(at)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -6,9 +6,13 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use async_trait::async_trait;
+use cqrs_es::EventEnvelope;
 use parking_domain::lot::SlotType;
+use parking_domain::slot::{Slot, SlotEvent};
 use parking_domain::time::TimeRange;
 
+use crate::hook::Projection;
 use crate::lots::with_clock;
 use crate::page::{Page, PageRequest};
 
@@ -48,6 +52,65 @@ pub(crate) async fn insert(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// A slot's label or type changed in its lot's registry (lot event `lot_version`).
+pub(crate) async fn relabel(
+    db: &mut PgConnection,
+    slot_id: Uuid,
+    label: Option<&str>,
+    slot_type: Option<&str>,
+    lot_version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rm_slots SET label = COALESCE($2, label), slot_type = COALESCE($3, slot_type), version = $4
+          WHERE id = $1 AND version < $4",
+    )
+    .bind(slot_id)
+    .bind(label)
+    .bind(slot_type)
+    .bind(lot_version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The slot calendar's own events: in or out of service. (Reservations show through
+/// bookings; labels and types through the lot's registry.)
+pub struct SlotsProjection;
+
+#[async_trait]
+impl Projection<Slot> for SlotsProjection {
+    fn name(&self) -> &'static str {
+        "slots"
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &EventEnvelope<Slot>,
+    ) -> Result<(), sqlx::Error> {
+        let out_of_service = match &event.payload {
+            SlotEvent::SlotTakenOutOfService { .. } => true,
+            SlotEvent::SlotReturnedToService { .. } => false,
+            SlotEvent::SlotRegistered { .. }
+            | SlotEvent::SlotReserved { .. }
+            | SlotEvent::SlotReleased { .. } => {
+                return Ok(());
+            }
+        };
+        let id: Uuid = event
+            .aggregate_id
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        // Ordered per slot stream by the runtime; the value is absolute, so replays are harmless.
+        sqlx::query("UPDATE rm_slots SET out_of_service = $2 WHERE id = $1")
+            .bind(id)
+            .bind(out_of_service)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

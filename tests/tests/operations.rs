@@ -74,6 +74,7 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/lots/{lot_id}/slots",
         "GET /api/v1/lots/nearby",
         "GET /api/v1/lots/{lot_id}/availability",
+        "PATCH /api/v1/slots/{slot_id}",
         "POST /api/v1/bookings",
         "GET /api/v1/bookings",
         "GET /api/v1/bookings/{booking_id}",
@@ -91,7 +92,8 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         let (method, path) = operation.split_once(' ').unwrap();
         let path = path
             .replace("{lot_id}", &uuid::Uuid::new_v4().to_string())
-            .replace("{booking_id}", &uuid::Uuid::new_v4().to_string());
+            .replace("{booking_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{slot_id}", &uuid::Uuid::new_v4().to_string());
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let reply = app.request(method, &path, None, None).await;
         assert_ne!(

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bookings;
 pub mod health;
 pub mod lots;
+pub mod slots;
 
 use actix_web::http::header::{HeaderValue, LOCATION};
 use actix_web::HttpResponse;
@@ -42,6 +43,7 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(lots::create_slot)
         .service(lots::list_slots)
         .service(lots::availability)
+        .service(slots::update)
         .service(bookings::create)
         .service(bookings::list)
         .service(bookings::get)

@@ -25,6 +25,8 @@ pub enum LotError {
     BadText { field: &'static str, max: usize },
     #[error("the hourly rate must not be negative")]
     NegativeRate,
+    #[error("this lot has no such slot")]
+    UnknownSlot,
     #[error("slot label {0:?} is already used in this lot")]
     DuplicateLabel(String),
 }
@@ -35,6 +37,7 @@ impl RuleError for LotError {
             LotError::NotAnOwner | LotError::NotYourLot => "forbidden",
             LotError::AlreadyRegistered => "lot_already_registered",
             LotError::NotFound => "lot_not_found",
+            LotError::UnknownSlot => "slot_not_found",
             LotError::Inactive => "lot_inactive",
             LotError::BadText { .. } => "invalid_text",
             LotError::NegativeRate => "invalid_rate",
@@ -45,7 +48,7 @@ impl RuleError for LotError {
     fn violation(&self) -> Violation {
         match self {
             LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
-            LotError::NotFound => Violation::NotFound,
+            LotError::NotFound | LotError::UnknownSlot => Violation::NotFound,
             LotError::BadText { .. } | LotError::NegativeRate => Violation::Invalid,
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
@@ -229,6 +232,36 @@ impl Aggregate for ParkingLot {
                 )
                 .await;
             }
+            LotCommand::UpdateSlot {
+                actor,
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                let lot = self.active_owned_by(&actor)?;
+                let (current_key, current) = lot
+                    .slots
+                    .iter()
+                    .find(|(_, entry)| entry.slot_id == slot_id)
+                    .ok_or(LotError::UnknownSlot)?;
+                let label = label.map(|l| text("label", &l, 50)).transpose()?;
+                if let Some(label) = &label {
+                    let key = normalized_label(label);
+                    if key != *current_key && lot.slots.contains_key(&key) {
+                        return Err(LotError::DuplicateLabel(label.clone()));
+                    }
+                }
+                // Record only what changes.
+                let slot_type = slot_type.filter(|t| *t != current.slot_type);
+                if label.is_some() || slot_type.is_some() {
+                    let updated = LotEvent::SlotUpdated {
+                        slot_id,
+                        label,
+                        slot_type,
+                    };
+                    sink.write(updated, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -290,6 +323,29 @@ impl Aggregate for ParkingLot {
                     lot.slots
                         .insert(normalized_label(&label), SlotEntry { slot_id, slot_type });
                 }
+            }
+            LotEvent::SlotUpdated {
+                slot_id,
+                label,
+                slot_type,
+            } => {
+                let Some(lot) = &mut self.registered else {
+                    return;
+                };
+                let Some(key) = lot
+                    .slots
+                    .iter()
+                    .find(|(_, e)| e.slot_id == slot_id)
+                    .map(|(k, _)| k.clone())
+                else {
+                    return;
+                };
+                let mut entry = lot.slots.remove(&key).expect("found above");
+                if let Some(slot_type) = slot_type {
+                    entry.slot_type = slot_type;
+                }
+                let key = label.as_deref().map(normalized_label).unwrap_or(key);
+                lot.slots.insert(key, entry);
             }
         }
     }
@@ -421,6 +477,90 @@ mod tests {
             ])
             .when(add_slot(OWNER, "a1"))
             .then_expect_error(LotError::DuplicateLabel("a1".into()));
+    }
+
+    fn a1_and_b1() -> Vec<LotEvent> {
+        vec![
+            registered(),
+            LotEvent::SlotAdded {
+                slot_id: Uuid::from_u128(8),
+                label: "A1".into(),
+                slot_type: SlotType::Standard,
+            },
+            LotEvent::SlotAdded {
+                slot_id: Uuid::from_u128(9),
+                label: "B1".into(),
+                slot_type: SlotType::Standard,
+            },
+        ]
+    }
+
+    fn update_slot(
+        actor: Actor,
+        slot: u128,
+        label: Option<&str>,
+        slot_type: Option<SlotType>,
+    ) -> LotCommand {
+        LotCommand::UpdateSlot {
+            actor,
+            slot_id: Uuid::from_u128(slot),
+            label: label.map(Into::into),
+            slot_type,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_relabelled_and_its_old_label_freed() {
+        let mut lot = ParkingLot::default();
+        a1_and_b1().into_iter().for_each(|e| lot.apply(e));
+        lot.apply(LotEvent::SlotUpdated {
+            slot_id: Uuid::from_u128(8),
+            label: Some("C1".into()),
+            slot_type: None,
+        });
+        let slots = &lot.registered.unwrap().slots;
+        assert_eq!(slots.keys().collect::<Vec<_>>(), ["b1", "c1"]);
+        assert_eq!(slots["c1"].slot_id, Uuid::from_u128(8));
+    }
+
+    #[test]
+    fn a_slot_cannot_take_another_slots_label() {
+        LotTest::with(())
+            .given(a1_and_b1())
+            .when(update_slot(OWNER, 8, Some("b1"), None))
+            .then_expect_error(LotError::DuplicateLabel("b1".into()));
+    }
+
+    #[test]
+    fn a_slot_may_change_the_case_of_its_own_label() {
+        LotTest::with(())
+            .given(a1_and_b1())
+            .when(update_slot(OWNER, 8, Some("a1"), None))
+            .then_expect_events(vec![LotEvent::SlotUpdated {
+                slot_id: Uuid::from_u128(8),
+                label: Some("a1".into()),
+                slot_type: None,
+            }]);
+    }
+
+    #[test]
+    fn an_unchanged_type_is_not_recorded() {
+        LotTest::with(())
+            .given(a1_and_b1())
+            .when(update_slot(OWNER, 8, None, Some(SlotType::Standard)))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn only_the_owner_updates_slots_and_only_their_own() {
+        LotTest::with(())
+            .given(a1_and_b1())
+            .when(update_slot(STRANGER, 8, None, Some(SlotType::Disabled)))
+            .then_expect_error(LotError::NotYourLot);
+        LotTest::with(())
+            .given(a1_and_b1())
+            .when(update_slot(OWNER, 77, None, Some(SlotType::Disabled)))
+            .then_expect_error(LotError::UnknownSlot);
     }
 
     #[test]

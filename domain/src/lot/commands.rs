@@ -53,4 +53,11 @@ pub enum LotCommand {
         label: String,
         slot_type: SlotType,
     },
+    /// Relabel or retype a slot; `None` leaves a field as it is.
+    UpdateSlot {
+        actor: Actor,
+        slot_id: Uuid,
+        label: Option<String>,
+        slot_type: Option<SlotType>,
+    },
 }

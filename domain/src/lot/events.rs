@@ -22,6 +22,12 @@ pub enum LotEvent {
         label: String,
         slot_type: SlotType,
     },
+    /// The fields that changed; the others are `null`.
+    SlotUpdated {
+        slot_id: Uuid,
+        label: Option<String>,
+        slot_type: Option<SlotType>,
+    },
 }
 
 impl DomainEvent for LotEvent {
@@ -31,6 +37,7 @@ impl DomainEvent for LotEvent {
             LotEvent::LotUpdated { .. } => "LotUpdated",
             LotEvent::LotDeactivated { .. } => "LotDeactivated",
             LotEvent::SlotAdded { .. } => "SlotAdded",
+            LotEvent::SlotUpdated { .. } => "SlotUpdated",
         }
         .to_owned()
     }

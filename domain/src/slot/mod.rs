@@ -13,6 +13,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::error::{RuleError, Violation};
 use crate::lot::SlotType;
 use crate::time::TimeRange;
@@ -36,6 +37,13 @@ pub enum SlotCommand {
     Release {
         booking_id: Uuid,
     },
+    /// Take the slot out of service (or back). Existing reservations stand; new ones are
+    /// refused while it is out. `lot_owner_id` is the lot's owner, as the lot records it.
+    SetOutOfService {
+        actor: Actor,
+        lot_owner_id: Uuid,
+        out_of_service: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +62,12 @@ pub enum SlotEvent {
     SlotReleased {
         booking_id: Uuid,
     },
+    SlotTakenOutOfService {
+        by: Uuid,
+    },
+    SlotReturnedToService {
+        by: Uuid,
+    },
 }
 
 impl DomainEvent for SlotEvent {
@@ -62,6 +76,8 @@ impl DomainEvent for SlotEvent {
             SlotEvent::SlotRegistered { .. } => "SlotRegistered",
             SlotEvent::SlotReserved { .. } => "SlotReserved",
             SlotEvent::SlotReleased { .. } => "SlotReleased",
+            SlotEvent::SlotTakenOutOfService { .. } => "SlotTakenOutOfService",
+            SlotEvent::SlotReturnedToService { .. } => "SlotReturnedToService",
         }
         .to_owned()
     }
@@ -85,6 +101,8 @@ pub enum SlotError {
     RangeInPast,
     #[error("this booking already holds a different reservation on the slot")]
     BookingAlreadyReserved,
+    #[error("only the lot's owner or an admin may change its slots")]
+    NotYourSlot,
 }
 
 impl RuleError for SlotError {
@@ -96,6 +114,7 @@ impl RuleError for SlotError {
             SlotError::Overlap => "slot_already_reserved",
             SlotError::RangeInPast => "range_in_past",
             SlotError::BookingAlreadyReserved => "booking_already_reserved",
+            SlotError::NotYourSlot => "forbidden",
         }
     }
 
@@ -103,6 +122,7 @@ impl RuleError for SlotError {
         match self {
             SlotError::NotFound => Violation::NotFound,
             SlotError::RangeInPast => Violation::Invalid,
+            SlotError::NotYourSlot => Violation::Forbidden,
             _ => Violation::Conflict,
         }
     }
@@ -212,6 +232,28 @@ impl Aggregate for Slot {
                         .await;
                 }
             }
+            SlotCommand::SetOutOfService {
+                actor,
+                lot_owner_id,
+                out_of_service,
+            } => {
+                let info = self.info.as_ref().ok_or(SlotError::NotFound)?;
+                if !actor.is_or_admin(lot_owner_id) {
+                    return Err(SlotError::NotYourSlot);
+                }
+                let by = actor.user_id;
+                match (info.out_of_service, out_of_service) {
+                    (false, true) => {
+                        sink.write(SlotEvent::SlotTakenOutOfService { by }, self)
+                            .await
+                    }
+                    (true, false) => {
+                        sink.write(SlotEvent::SlotReturnedToService { by }, self)
+                            .await
+                    }
+                    _ => {} // already so
+                }
+            }
         }
         Ok(())
     }
@@ -242,6 +284,11 @@ impl Aggregate for Slot {
             }
             SlotEvent::SlotReleased { booking_id } => {
                 self.reservations.remove(&booking_id);
+            }
+            SlotEvent::SlotTakenOutOfService { .. } | SlotEvent::SlotReturnedToService { .. } => {
+                if let Some(info) = &mut self.info {
+                    info.out_of_service = matches!(event, SlotEvent::SlotTakenOutOfService { .. });
+                }
             }
         }
     }
@@ -341,6 +388,66 @@ mod tests {
         SlotTest::with(())
             .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
             .when(reserve(10, 60, 120, 1))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_out_of_service_slot_takes_no_reservation() {
+        SlotTest::with(())
+            .given(vec![
+                registered(),
+                SlotEvent::SlotTakenOutOfService {
+                    by: Uuid::from_u128(1),
+                },
+            ])
+            .when(reserve(10, 60, 120, 0))
+            .then_expect_error(SlotError::OutOfService);
+    }
+
+    #[test]
+    fn only_the_lot_owner_or_an_admin_takes_a_slot_out_of_service() {
+        use crate::actor::Role;
+        let owner = Uuid::from_u128(1);
+        let stranger = Actor {
+            user_id: Uuid::from_u128(2),
+            role: Role::ParkingOwner,
+        };
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::SetOutOfService {
+                actor: stranger,
+                lot_owner_id: owner,
+                out_of_service: true,
+            })
+            .then_expect_error(SlotError::NotYourSlot);
+        let admin = Actor {
+            user_id: Uuid::from_u128(3),
+            role: Role::Admin,
+        };
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::SetOutOfService {
+                actor: admin,
+                lot_owner_id: owner,
+                out_of_service: true,
+            })
+            .then_expect_events(vec![SlotEvent::SlotTakenOutOfService { by: admin.user_id }]);
+    }
+
+    #[test]
+    fn returning_to_service_twice_records_it_once() {
+        use crate::actor::Role;
+        let owner = Actor {
+            user_id: Uuid::from_u128(1),
+            role: Role::ParkingOwner,
+        };
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::SetOutOfService {
+                actor: owner,
+                lot_owner_id: owner.user_id,
+                out_of_service: false,
+            })
             .then_expect_events(vec![]);
     }
 
