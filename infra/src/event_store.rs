@@ -45,12 +45,12 @@ impl<A: Aggregate> PgEventStore<A> {
             repo: Arc::new(PostgresEventRepository::new(pool.clone())),
             pool,
             snapshots,
-            upcasters: Arc::new(Vec::new()),
+            upcasters: Arc::new(crate::upcasting::for_aggregate(A::TYPE)),
             _aggregate: PhantomData,
         }
     }
 
-    /// Upcasters turn stored events of older versions into the current shape on load.
+    /// Replaces the upcasters of [`crate::upcasting::for_aggregate`] (for tests of upcasting).
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         self.upcasters = Arc::new(upcasters);
         self

@@ -13,6 +13,7 @@ pub mod db;
 pub mod event_store;
 pub mod idempotency;
 pub mod telemetry;
+pub mod upcasting;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;

@@ -210,3 +210,107 @@ async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
     assert_eq!(loaded.current_snapshot, None);
     assert_eq!(loaded.aggregate, replayed.aggregate);
 }
+
+/// An imagined version 0 of `LotRegistered`, with flat fields, and its upcaster to version 1.
+fn legacy_lot_registered(fields: &mut serde_json::Map<String, Value>) {
+    let take = |fields: &mut serde_json::Map<String, Value>, key: &str| {
+        fields.remove(key).unwrap_or(Value::Null)
+    };
+    let details = json!({
+        "name": take(fields, "name"),
+        "address": take(fields, "address"),
+        "city": take(fields, "city"),
+        "location": {"latitude": take(fields, "lat"), "longitude": take(fields, "lng")},
+        "hourly_rate": {"minor": take(fields, "rate_cents"), "currency": take(fields, "currency")},
+        "description": null,
+        "camera_url": null,
+    });
+    fields.insert("details".into(), details);
+}
+
+#[tokio::test]
+async fn an_old_event_version_is_read_through_its_upcaster() {
+    use parking_domain::lot::{LotChanges, LotCommand, ParkingLot};
+    use parking_domain::{Actor, Role};
+    use parking_infra::upcasting::FieldsUpcaster;
+
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let lot_id = Uuid::new_v4().to_string();
+    let old = json!({"LotRegistered": {
+        "owner_id": owner, "name": "Old Garage", "address": "2 Rue", "city": "Lyon",
+        "lat": 45.76, "lng": 4.83, "rate_cents": 180, "currency": "EUR"
+    }});
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('lot', $1, 1, 'LotRegistered', '0', $2, '{}')",
+    )
+    .bind(&lot_id)
+    .bind(&old)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let upcaster = || {
+        let upcaster = FieldsUpcaster {
+            event_type: "LotRegistered",
+            from_version: "0",
+            to_version: "1",
+            transform: legacy_lot_registered,
+        };
+        vec![Box::new(upcaster) as Box<dyn cqrs_es::persist::EventUpcaster>]
+    };
+    let store = || {
+        PgEventStore::<ParkingLot>::new(app.db.clone(), Snapshots::Never).with_upcasters(upcaster())
+    };
+
+    // Without the upcaster the old shape does not load: the test is about the upcaster.
+    let plain = PgEventStore::<ParkingLot>::new(app.db.clone(), Snapshots::Never);
+    assert!(plain.load_aggregate(&lot_id).await.is_err());
+
+    let lot = store()
+        .load_aggregate(&lot_id)
+        .await
+        .unwrap()
+        .aggregate
+        .registered
+        .unwrap();
+    assert_eq!(lot.details.name, "Old Garage");
+    assert_eq!(lot.details.hourly_rate.minor, 180);
+    assert_eq!(lot.owner_id, owner);
+
+    // New commands build on the old history; the stored old event is left as it was.
+    let bus = Bus::new(store(), (), Vec::new());
+    let actor = Actor {
+        user_id: owner,
+        role: Role::ParkingOwner,
+    };
+    let ctx = CommandContext::for_request(Some(actor), "test".into(), Utc::now());
+    let rename = LotCommand::Update {
+        actor,
+        changes: LotChanges {
+            name: Some("New Garage".into()),
+            ..LotChanges::default()
+        },
+    };
+    bus.execute(&lot_id, rename, &ctx).await.unwrap();
+    let lot = store()
+        .load_aggregate(&lot_id)
+        .await
+        .unwrap()
+        .aggregate
+        .registered
+        .unwrap();
+    assert_eq!(
+        (lot.details.name.as_str(), lot.details.hourly_rate.minor),
+        ("New Garage", 180)
+    );
+    let stored: String = sqlx::query_scalar(
+        "SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&lot_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stored, "0", "history is never rewritten");
+}
