@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
     source: Option<BoxError>,
 }
 
@@ -41,6 +43,7 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
             source: None,
         }
     }
@@ -65,11 +68,18 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
+    /// Asks the client to wait this many seconds before retrying.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn internal(source: impl Into<BoxError>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             detail: "an unexpected error occurred; quote the request id when reporting it".into(),
+            retry_after: None,
             source: Some(source.into()),
         }
     }
@@ -108,8 +118,8 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/problem+json");
-        if self.code == "contention" {
-            response.insert_header(("Retry-After", "1"));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header(("Retry-After", seconds.to_string()));
         }
         response.json(problem)
     }
@@ -132,7 +142,7 @@ impl From<CommandError> for ApiError {
                 Self::new(status, code, message)
             }
             contention @ CommandError::Contention { .. } => {
-                Self::new(StatusCode::CONFLICT, "contention", contention.to_string())
+                Self::new(StatusCode::CONFLICT, "contention", contention.to_string()).retry_after(1)
             }
             CommandError::Infrastructure(source) => Self::internal(source),
         }

@@ -17,5 +17,6 @@ pub mod request_id;
 mod routes;
 pub mod startup;
 pub mod state;
+pub mod throttle;
 
 pub use startup::Application;

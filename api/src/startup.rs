@@ -23,6 +23,7 @@ use crate::error;
 use crate::openapi::ApiDoc;
 use crate::routes;
 use crate::state::AppState;
+use crate::throttle::LoginThrottle;
 
 pub struct Application {
     port: u16,
@@ -56,6 +57,10 @@ impl Application {
         let state = Arc::new(AppState {
             commands: commands(&pool, config),
             tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
+            login_throttle: LoginThrottle::new(
+                config.login_max_failures,
+                config.login_failure_window,
+            ),
             pool,
         });
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));

@@ -11,11 +11,13 @@ use actix_web::{FromRequest, HttpMessage};
 use crate::auth::Tokens;
 use crate::idempotency::IdempotencyKey;
 use crate::request_id::RequestId;
+use crate::throttle::LoginThrottle;
 
 pub struct AppState {
     pub pool: PgPool,
     pub commands: Commands,
     pub tokens: Tokens,
+    pub login_throttle: LoginThrottle,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;

@@ -37,6 +37,10 @@ pub struct Config {
     pub bcrypt_cost: u32,
     /// `BOOKING_HOLD_MINUTES`: how long an unpaid booking holds its slot (default 15).
     pub booking_hold: chrono::Duration,
+    /// `LOGIN_MAX_FAILURES`: failed sign-ins of one account per window before 429 (default 10).
+    pub login_max_failures: u32,
+    /// `LOGIN_FAILURE_WINDOW_SECONDS` (default 900).
+    pub login_failure_window: Duration,
     /// `LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -85,6 +89,16 @@ impl Config {
                 parse(&get, "BOOKING_HOLD_MINUTES", 15)?,
                 "BOOKING_HOLD_MINUTES",
                 1..=24 * 60,
+            )?),
+            login_max_failures: within(
+                parse(&get, "LOGIN_MAX_FAILURES", 10)?,
+                "LOGIN_MAX_FAILURES",
+                1..=1000,
+            )?,
+            login_failure_window: Duration::from_secs(within(
+                parse(&get, "LOGIN_FAILURE_WINDOW_SECONDS", 900)?,
+                "LOGIN_FAILURE_WINDOW_SECONDS",
+                1..=86_400,
             )?),
             log_format: match get("LOG_FORMAT").as_deref() {
                 None | Some("pretty") => LogFormat::Pretty,

@@ -235,3 +235,50 @@ async fn an_admin_may_grant_any_role_at_sign_up() {
         .await
         .assert_problem(403, "role_not_allowed");
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_throttled_per_account() {
+    let app = spawn_app().await;
+    app.register("target@example.com", "user").await;
+    app.register("bystander@example.com", "user").await;
+    for _ in 0..10 {
+        app.login("target@example.com", "guess guess guess")
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    // Even the right password is refused until the window ends.
+    let throttled = app.login("TARGET@example.com", PASSWORD).await;
+    throttled.assert_problem(429, "too_many_attempts");
+    let retry_after: u64 = throttled.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    // Other accounts are not affected.
+    assert_eq!(
+        app.login("bystander@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_successful_sign_in_clears_the_failures() {
+    let app = spawn_app().await;
+    app.register("ada@example.com", "user").await;
+    for _ in 0..9 {
+        app.login("ada@example.com", "wrong wrong wrong").await;
+    }
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..9 {
+        app.login("ada@example.com", "wrong wrong wrong").await;
+    }
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status,
+        StatusCode::OK,
+        "the count started again"
+    );
+}

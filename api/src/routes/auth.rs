@@ -1,5 +1,6 @@
 //! `/api/v1/auth`: sign-up, sign-in, the signed-in user.
 
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use parking_commands::NewUser;
 use parking_domain::user::Email;
@@ -93,21 +94,37 @@ pub async fn register(
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong e-mail or password (`invalid_credentials`)", body = Problem),
+        (status = 429, description = "Too many failed sign-ins for the account (`too_many_attempts`, `Retry-After`)", body = Problem),
     )
 )]
 #[post("/auth/login")]
 pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let wrong = || ApiError::unauthorized("invalid_credentials", "wrong e-mail or password");
+    let email = Email::parse(&body.email);
+    let account = email
+        .as_ref()
+        .map_or_else(|_| body.email.trim().to_lowercase(), |e| e.to_string());
+    if let Err(wait) = state.login_throttle.check(&account) {
+        let seconds = wait.as_secs() + 1;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed sign-ins for this account; retry in {seconds} s"),
+        )
+        .retry_after(seconds));
+    }
     // A malformed address cannot belong to anyone; answer as for any unknown one.
-    let found = match Email::parse(&body.email) {
+    let found = match &email {
         Ok(email) => users::credentials(&state.pool, email.as_str()).await?,
         Err(_) => None,
     };
     let hash = found.as_ref().and_then(|c| c.password_hash.clone());
     if !state.commands.verify_password(body.password, hash).await {
+        state.login_throttle.record_failure(&account);
         return Err(wrong());
     }
+    state.login_throttle.record_success(&account);
     let user = found.ok_or_else(wrong)?;
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal(format!("stored role {:?}", user.role)))?;
