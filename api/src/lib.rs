@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod idempotency;
+pub mod metrics;
 mod openapi;
 pub mod request_id;
 mod routes;

@@ -11,6 +11,8 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage};
 use tracing::Instrument;
 
+use crate::state::State;
+
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +63,18 @@ pub async fn middleware(
         .instrument(span.clone())
         .await?;
     let status = response.status();
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(state) = response.request().app_data::<State>() {
+        let route = response.request().match_pattern();
+        state.metrics.observe_request(
+            response.request().method().as_str(),
+            route,
+            status.as_u16(),
+            elapsed,
+        );
+    }
     span.in_scope(|| {
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed_ms = elapsed * 1000.0;
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), elapsed_ms, "request failed");
         } else {

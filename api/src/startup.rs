@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Tokens;
 use crate::error;
+use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::routes;
 use crate::state::AppState;
@@ -61,6 +62,7 @@ impl Application {
                 config.login_max_failures,
                 config.login_failure_window,
             ),
+            metrics: Metrics::default(),
             pool,
         });
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
@@ -76,6 +78,7 @@ impl Application {
                 .app_data(error::path_config())
                 .service(routes::health::health)
                 .service(routes::health::ready)
+                .service(crate::metrics::metrics)
                 .service(routes::api_v1())
                 .split_for_parts();
             // The document at /openapi.json, and the API reference page at /docs (Swagger UI, its

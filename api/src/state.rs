@@ -10,6 +10,7 @@ use actix_web::{FromRequest, HttpMessage};
 
 use crate::auth::Tokens;
 use crate::idempotency::IdempotencyKey;
+use crate::metrics::Metrics;
 use crate::request_id::RequestId;
 use crate::throttle::LoginThrottle;
 
@@ -18,6 +19,7 @@ pub struct AppState {
     pub commands: Commands,
     pub tokens: Tokens,
     pub login_throttle: LoginThrottle,
+    pub metrics: Metrics,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;

@@ -62,6 +62,7 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
     let expected: BTreeSet<String> = [
         "GET /health",
         "GET /ready",
+        "GET /metrics",
         "POST /api/v1/auth/register",
         "POST /api/v1/auth/login",
         "GET /api/v1/auth/me",
@@ -133,4 +134,39 @@ async fn the_api_reference_page_is_served_with_its_assets() {
         .await
         .unwrap();
     assert!(init.text().await.unwrap().contains("/openapi.json"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        app.get(&format!("/api/v1/lots/{}", uuid::Uuid::new_v4()), None)
+            .await;
+    }
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("parking_http_requests_total{")
+                && l.contains(r#"route="/api/v1/lots/{lot_id}""#)
+        })
+        .unwrap_or_else(|| panic!("no request counter in\n{text}"));
+    assert!(
+        line.contains(r#"status="404""#) && line.ends_with(" 3"),
+        "{line}"
+    );
+    assert!(text.contains("parking_http_request_duration_seconds_bucket"));
+    assert!(text.contains("parking_db_pool_connections"));
+    assert!(!text.contains(&uuid::Uuid::nil().to_string()));
 }

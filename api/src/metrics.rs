@@ -1,0 +1,110 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+
+use actix_web::{get, HttpResponse};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::ApiError;
+use crate::state::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route pattern (`/api/v1/lots/{lot_id}`), never the raw path: bounded cardinality.
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    db_connections: Gauge,
+    db_idle: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("parking");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let db_connections = Gauge::default();
+        let db_idle = Gauge::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            db_connections.clone(),
+        );
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            db_idle.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            db_connections,
+            db_idle,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, route: Option<String>, status: u16, seconds: f64) {
+        let route = route.unwrap_or_else(|| "unmatched".to_owned());
+        let method = method.to_owned();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+}
+
+/// Metrics for Prometheus (OpenMetrics text). Restrict it to the monitoring network at the
+/// load balancer: it tells request volumes per route.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+#[get("/metrics")]
+pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
+    let m = &state.metrics;
+    m.db_connections.set(i64::from(state.pool.size()));
+    m.db_idle.set(state.pool.num_idle() as i64);
+    let mut text = String::new();
+    encode(&mut text, &m.registry).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text))
+}
