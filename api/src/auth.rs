@@ -152,15 +152,3 @@ pub fn caller(req: &HttpRequest) -> Result<Option<Actor>, ApiError> {
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     state.tokens.verify(token).map(Some)
 }
-
-/// Requires one of `roles`.
-pub fn require_role(actor: &Actor, roles: &[Role]) -> Result<(), ApiError> {
-    if roles.contains(&actor.role) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "the {} role may not do this",
-            actor.role
-        )))
-    }
-}

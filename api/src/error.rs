@@ -160,9 +160,25 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// 400s for bodies, queries and paths that do not parse, in the same problem shape.
 pub fn json_config() -> actix_web::web::JsonConfig {
+    use actix_web::error::JsonPayloadError;
     actix_web::web::JsonConfig::default()
         .limit(64 * 1024)
-        .error_handler(|e, _| ApiError::bad_request("malformed_body", e.to_string()).into())
+        .error_handler(|e, _| {
+            let detail = e.to_string();
+            match e {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
+                }
+                JsonPayloadError::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    detail,
+                ),
+                _ => ApiError::bad_request("malformed_body", detail),
+            }
+            .into()
+        })
 }
 
 pub fn query_config() -> actix_web::web::QueryConfig {
@@ -177,4 +193,40 @@ pub fn path_config() -> actix_web::web::PathConfig {
 
 pub async fn route_not_found() -> HttpResponse {
     ApiError::not_found("route_not_found", "no such route").error_response()
+}
+
+/// Some error answers are made by actix itself, not by our handlers: a body over the size
+/// limit (413), a wrong content type (415)... This middleware gives every error answer that is
+/// not problem+json yet the same problem+json shape, with a code named after its status.
+pub fn problem_json_everywhere<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
+    use actix_web::dev::ServiceResponse;
+    use actix_web::http::header::CONTENT_TYPE;
+    use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+
+    ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
+        let is_problem = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        if is_problem {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        }
+        let status = response.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::NOT_FOUND => "route_not_found",
+            s if s.is_client_error() => "bad_request",
+            _ => "internal",
+        };
+        let detail = status.canonical_reason().unwrap_or("error").to_lowercase();
+        let (request, _) = response.into_parts();
+        let problem = ApiError::new(status, code, detail).error_response();
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(request, problem).map_into_right_body(),
+        ))
+    })
 }

@@ -3,8 +3,8 @@
 //!
 //! Keys are scoped by caller (the token's user, or `anonymous`), fingerprinted with the
 //! method, path and body, and answered from `idempotency_keys`:
-//! - first use: the request runs; its answer is stored (unless it is a 5xx, which forgets the
-//!   key so the client can retry);
+//! - first use: the request runs; its answer is stored, unless it asks to be retried (a 5xx,
+//!   or any answer with `Retry-After`), which forgets the key so that the retry runs;
 //! - same key, same request, answered: the stored answer is replayed, with
 //!   `Idempotent-Replayed: true`;
 //! - same key, same request, still running: 409 `idempotency_request_in_progress`;
@@ -14,7 +14,7 @@
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
@@ -76,7 +76,14 @@ pub async fn middleware(
         Err(_) => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
 
-    let body = req.extract::<web::Bytes>().await?;
+    let body = match req.extract::<web::Bytes>().await {
+        Ok(body) => body,
+        Err(e) => {
+            let status = e.as_response_error().status_code();
+            let refused = ApiError::new(status, "unreadable_body", e.to_string());
+            return Ok(req.into_response(refused.error_response()));
+        }
+    };
     let mut hasher = Sha256::new();
     hasher.update(req.method().as_str());
     hasher.update([0]);
@@ -125,7 +132,10 @@ pub async fn middleware(
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::to_owned)
     };
-    let outcome = if head.status().is_server_error() {
+    // An answer that asks to be retried (5xx, contention, throttling: anything with Retry-After)
+    // is not the request's result: forget the key so that the retry runs.
+    let retryable = head.status().is_server_error() || head.headers().contains_key(RETRY_AFTER);
+    let outcome = if retryable {
         idempotency::abandon(&state.pool, &scope, &key).await
     } else {
         let stored = StoredResponse {

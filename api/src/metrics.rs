@@ -77,7 +77,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn observe_request(&self, method: &str, route: Option<String>, status: u16, seconds: f64) {
         let route = route.unwrap_or_else(|| "unmatched".to_owned());
-        let method = method.to_owned();
+        // Clients choose the method: only standard ones become label values.
+        const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let method = STANDARD
+            .into_iter()
+            .find(|m| *m == method)
+            .unwrap_or("OTHER")
+            .to_owned();
         self.latency
             .get_or_create(&RouteLabels {
                 method: method.clone(),

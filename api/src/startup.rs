@@ -88,6 +88,7 @@ impl Application {
             app.service(docs)
                 .route("/docs", web::get().to(docs_redirect))
                 .default_service(web::to(error::route_not_found))
+                .wrap(error::problem_json_everywhere())
                 .wrap(middleware::from_fn(crate::idempotency::middleware))
                 .wrap(middleware::from_fn(crate::request_id::middleware))
         })

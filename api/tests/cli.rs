@@ -59,4 +59,8 @@ async fn create_user_makes_an_admin_recorded_as_a_system_command() {
 
     let again = run("ROOT@example.com");
     assert!(!again.status.success(), "a taken address is refused");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("email_taken"),
+        "{again:?}"
+    );
 }

@@ -7,16 +7,17 @@
 //! itself when the hold lapses: no sweeper is needed for correctness.
 
 use chrono::{DateTime, Utc};
-use parking_domain::booking::{price_for, Booking, BookingCommand, BookingError, VehicleNumber};
+use parking_domain::booking::{
+    price_for, Booking, BookingCommand, BookingError, BookingStatus, VehicleNumber,
+};
 use parking_domain::money::Money;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_domain::Violation;
 use uuid::Uuid;
 
-use crate::context::CommandContext;
+use crate::context::{actor, CommandContext};
 use crate::error::CommandError;
-use crate::lots::actor;
 use crate::service::Commands;
 
 pub struct BookingRequest {
@@ -129,7 +130,8 @@ impl Commands {
                 Ok(())
             }
             Err(e) => {
-                if e.code() == "invalid_booking_state" && actor.is_or_admin(state.user_id) {
+                // Only a booking already cancelled has a release to repair; an active one keeps its slot.
+                if state.status == BookingStatus::Cancelled && actor.is_or_admin(state.user_id) {
                     self.release(ctx, state.slot_id, booking_id).await;
                 }
                 Err(e)

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
-use parking_domain::Actor;
+use parking_domain::{Actor, Violation};
+
+use crate::error::CommandError;
 use uuid::Uuid;
 
 /// Where a command comes from. Every event it produces records these fields in its metadata.
@@ -89,4 +91,16 @@ impl CommandContext {
         }
         m
     }
+}
+
+/// The signed-in actor a command needs. The HTTP layer only calls such commands for signed-in
+/// callers, so a missing actor is a programming error surfaced as a refusal.
+pub(crate) fn actor(ctx: &CommandContext) -> Result<Actor, CommandError> {
+    ctx.actor.ok_or_else(|| {
+        CommandError::rejected(
+            "unauthenticated",
+            Violation::Forbidden,
+            "this needs a signed-in user",
+        )
+    })
 }

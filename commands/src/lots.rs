@@ -2,22 +2,12 @@
 
 use parking_domain::lot::{LotChanges, LotCommand, LotDetails, ParkingLot, SlotType};
 use parking_domain::slot::{Slot, SlotCommand};
-use parking_domain::{Actor, Violation};
+use parking_domain::Violation;
 use uuid::Uuid;
 
-use crate::context::CommandContext;
+use crate::context::{actor, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
-
-pub(crate) fn actor(ctx: &CommandContext) -> Result<Actor, CommandError> {
-    ctx.actor.ok_or_else(|| {
-        CommandError::rejected(
-            "unauthenticated",
-            Violation::Forbidden,
-            "this needs a signed-in user",
-        )
-    })
-}
 
 impl Commands {
     #[tracing::instrument(skip_all)]
@@ -145,8 +135,10 @@ impl Commands {
             label: changes.label,
             slot_type: changes.slot_type,
         };
-        // Checked first so that a refused relabel does not leave the service change recorded.
-        self.lots.check(&lot_key, relabel.clone()).await?;
+        // The lot decides first (owner, lot active, label free), so that a refused change records
+        // nothing; the service change follows. Were it to fail in between (the database, not a
+        // rule: the lot just authorized the same actor), the relabel stands and the error says so.
+        self.lots.execute(&lot_key, relabel, ctx).await?;
         if let Some(out_of_service) = changes.out_of_service {
             let service = SlotCommand::SetOutOfService {
                 actor,
@@ -157,7 +149,6 @@ impl Commands {
                 .execute(&slot_id.to_string(), service, ctx)
                 .await?;
         }
-        self.lots.execute(&lot_key, relabel, ctx).await?;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub mod geo;
 pub mod lot;
 pub mod money;
 pub mod slot;
+pub mod text;
 pub mod time;
 pub mod user;
 

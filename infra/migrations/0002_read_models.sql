@@ -47,17 +47,32 @@ CREATE INDEX rm_lots_owner ON rm_lots (owner_id);
 CREATE INDEX rm_lots_city ON rm_lots (lower(city));
 CREATE INDEX rm_lots_latitude ON rm_lots (latitude); -- bounding box of "nearby"
 
+-- A slot as its lot's registry describes it (written by the lots projection) ...
 CREATE TABLE rm_slots
 (
-    id             uuid PRIMARY KEY,
-    lot_id         uuid        NOT NULL,
-    label          text        NOT NULL,
-    slot_type      text        NOT NULL,
-    out_of_service boolean     NOT NULL,
-    created_at     timestamptz NOT NULL,
-    version        bigint      NOT NULL
+    id         uuid PRIMARY KEY,
+    lot_id     uuid        NOT NULL,
+    label      text        NOT NULL,
+    slot_type  text        NOT NULL,
+    created_at timestamptz NOT NULL,
+    version    bigint      NOT NULL
 );
 CREATE INDEX rm_slots_lot ON rm_slots (lot_id, label);
+
+-- ... and its service state, as its own calendar records it (written by the slots
+-- projection). Each projection owns its rows, so neither depends on the other's progress.
+CREATE TABLE rm_slot_service
+(
+    slot_id        uuid PRIMARY KEY,
+    out_of_service boolean NOT NULL,
+    version        bigint  NOT NULL
+);
+
+CREATE VIEW rm_slots_live AS
+SELECT s.id, s.lot_id, s.label, s.slot_type, s.created_at,
+       COALESCE(ss.out_of_service, false) AS out_of_service
+  FROM rm_slots s
+  LEFT JOIN rm_slot_service ss ON ss.slot_id = s.id;
 
 CREATE TABLE rm_bookings
 (

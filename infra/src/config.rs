@@ -37,7 +37,8 @@ pub struct Config {
     pub bcrypt_cost: u32,
     /// `BOOKING_HOLD_MINUTES`: how long an unpaid booking holds its slot (default 15).
     pub booking_hold: chrono::Duration,
-    /// `LOGIN_MAX_FAILURES`: failed sign-ins of one account per window before 429 (default 10).
+    /// `LOGIN_MAX_FAILURES`: sign-in attempts of one account per window without a success,
+    /// before 429 (default 10).
     pub login_max_failures: u32,
     /// `LOGIN_FAILURE_WINDOW_SECONDS` (default 900).
     pub login_failure_window: Duration,

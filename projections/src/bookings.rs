@@ -30,7 +30,7 @@ impl Projection<Booking> for BookingsProjection {
             .parse()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let version = event.sequence as i64;
-        let at = occurred_at(event);
+        let at = occurred_at(event)?;
         match &event.payload {
             BookingEvent::BookingCreated {
                 user_id,

@@ -22,11 +22,23 @@ pub use page::{Page, PageRequest, Sort};
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
 
-/// When the event happened, as recorded in its metadata by the command layer.
-pub(crate) fn occurred_at<A: Aggregate>(event: &EventEnvelope<A>) -> DateTime<Utc> {
-    event
-        .metadata
-        .get("occurred_at")
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+/// When the event happened, as recorded in its metadata by the command layer. Never "now":
+/// a rebuild must give the same rows as the live run.
+pub(crate) fn occurred_at<A: Aggregate>(
+    event: &EventEnvelope<A>,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    let raw = event.metadata.get("occurred_at").ok_or_else(|| {
+        sqlx::Error::Decode(
+            format!(
+                "{} {} #{} has no occurred_at",
+                A::TYPE,
+                event.aggregate_id,
+                event.sequence
+            )
+            .into(),
+        )
+    })?;
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

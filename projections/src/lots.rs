@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
 use parking_domain::geo::GeoPoint;
 use parking_domain::lot::{LotEvent, ParkingLot};
+use parking_domain::Actor;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -31,7 +32,7 @@ impl Projection<ParkingLot> for LotsProjection {
             .parse()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let version = event.sequence as i64;
-        let at = occurred_at(event);
+        let at = occurred_at(event)?;
         match &event.payload {
             LotEvent::LotRegistered {
                 owner_id,
@@ -150,6 +151,7 @@ pub struct LotView {
     pub hourly_rate_cents: i64,
     pub currency: String,
     pub description: Option<String>,
+    /// Only shown to the lot's owner and admins; `null` for everyone else.
     pub camera_url: Option<String>,
     pub is_active: bool,
     pub total_slots: i64,
@@ -163,6 +165,17 @@ pub struct LotView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl LotView {
+    /// The lot as `viewer` may see it: camera stream URLs (which often carry credentials) only
+    /// for the lot's owner and admins.
+    pub fn for_viewer(mut self, viewer: Option<&Actor>) -> Self {
+        if !viewer.is_some_and(|v| v.is_or_admin(self.owner_id)) {
+            self.camera_url = None;
+        }
+        self
+    }
+}
+
 /// The lots read model joined with live slot counts; needs the `clock` CTE of [`with_clock`].
 fn select_lots() -> String {
     format!(
@@ -174,7 +187,7 @@ fn select_lots() -> String {
            FROM rm_lots l
            LEFT JOIN LATERAL (
                 SELECT count(*) AS total, count(*) FILTER (WHERE ({status}) = 'free') AS available
-                  FROM rm_slots s WHERE s.lot_id = l.id
+                  FROM rm_slots_live s WHERE s.lot_id = l.id
            ) c ON true",
         status = slots::STATUS_SQL
     )

@@ -91,6 +91,21 @@ impl<T> Page<T> {
             total,
         }
     }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        let Page {
+            items,
+            page,
+            per_page,
+            total,
+        } = self;
+        Page {
+            items: items.into_iter().map(f).collect(),
+            page,
+            per_page,
+            total,
+        }
+    }
 }
 
 #[cfg(test)]

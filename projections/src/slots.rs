@@ -16,7 +16,7 @@ use crate::hook::Projection;
 use crate::lots::with_clock;
 use crate::page::{Page, PageRequest};
 
-/// A slot's status at `clock.now`, for a row `s` of `rm_slots`:
+/// A slot's status at `clock.now`, for a row `s` of `rm_slots_live`:
 /// `out_of_service`, `occupied` (a checked-in booking), `reserved` (a confirmed booking, or
 /// a pending one whose payment hold still runs) or `free`.
 pub(crate) const STATUS_SQL: &str = "
@@ -39,8 +39,8 @@ pub(crate) async fn insert(
     lot_version: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO rm_slots (id, lot_id, label, slot_type, out_of_service, created_at, version)
-         VALUES ($1, $2, $3, $4, false, $5, $6)
+        "INSERT INTO rm_slots (id, lot_id, label, slot_type, created_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(slot_id)
@@ -103,12 +103,16 @@ impl Projection<Slot> for SlotsProjection {
             .aggregate_id
             .parse()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        // Ordered per slot stream by the runtime; the value is absolute, so replays are harmless.
-        sqlx::query("UPDATE rm_slots SET out_of_service = $2 WHERE id = $1")
-            .bind(id)
-            .bind(out_of_service)
-            .execute(db)
-            .await?;
+        sqlx::query(
+            "INSERT INTO rm_slot_service (slot_id, out_of_service, version) VALUES ($1, $2, $3)
+             ON CONFLICT (slot_id) DO UPDATE SET out_of_service = EXCLUDED.out_of_service, version = EXCLUDED.version
+              WHERE rm_slot_service.version < EXCLUDED.version",
+        )
+        .bind(id)
+        .bind(out_of_service)
+        .bind(event.sequence as i64)
+        .execute(db)
+        .await?;
         Ok(())
     }
 }
@@ -129,7 +133,7 @@ pub struct SlotView {
 fn select_slots() -> String {
     format!(
         "SELECT s.id, s.lot_id, s.label, s.slot_type, s.out_of_service, ({STATUS_SQL}) AS status, s.created_at
-           FROM rm_slots s"
+           FROM rm_slots_live s"
     )
 }
 

@@ -44,7 +44,7 @@ impl Projection<User> for UsersProjection {
                 .bind(email.as_str())
                 .bind(full_name)
                 .bind(role.as_str())
-                .bind(occurred_at(event))
+                .bind(occurred_at(event)?)
                 .bind(version)
                 .execute(db)
                 .await?;

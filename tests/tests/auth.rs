@@ -282,3 +282,26 @@ async fn a_successful_sign_in_clears_the_failures() {
         "the count started again"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_is_capped_too() {
+    let app = spawn_app().await;
+    app.register("burst@example.com", "user").await;
+    let guesses = (0..30).map(|i| {
+        let app = &app;
+        async move {
+            app.login("burst@example.com", &format!("guess number {i}"))
+                .await
+        }
+    });
+    let replies = futures::future::join_all(guesses).await;
+    let checked = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (10, 20), "{replies:?}");
+}

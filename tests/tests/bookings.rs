@@ -146,8 +146,10 @@ async fn a_deactivated_lot_takes_no_bookings() {
     let fx = app.lot_with_slot().await;
     let (driver, _) = app.signed_in("user").await;
     let path = format!("/api/v1/lots/{}", fx.lot_id);
-    app.request(reqwest::Method::DELETE, &path, Some(&fx.owner_token), None)
+    let deleted = app
+        .request(reqwest::Method::DELETE, &path, Some(&fx.owner_token), None)
         .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     app.book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
         .await
         .assert_problem(409, "lot_inactive");

@@ -97,8 +97,9 @@ fn at(hour: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap() + Duration::hours(hour)
 }
 
-/// Drives one slot through registrations, reservations and releases with snapshots every 5
-/// events, so that some commands cross a snapshot boundary mid-batch.
+/// Drives one slot through a registration, reservations (some refused as overlapping, some
+/// with lapsing holds) and releases, with snapshots every 5 events, so that loads start from
+/// snapshots taken in every kind of state.
 async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String {
     let bus = Bus::new(
         PgEventStore::<Slot>::new(app.db.clone(), snapshots),
@@ -126,7 +127,11 @@ async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String
             },
             now: at(i),
         };
-        let _ = bus.execute(&slot_id, reserve, &ctx).await;
+        match bus.execute(&slot_id, reserve, &ctx).await {
+            Ok(_) => {}
+            Err(e) if e.code() == "slot_already_reserved" => {} // the previous hour's still runs
+            Err(e) => panic!("unexpected {e:?}"),
+        }
         if i % 4 == 1 {
             bus.execute(&slot_id, SlotCommand::Release { booking_id }, &ctx)
                 .await
@@ -156,8 +161,9 @@ async fn a_snapshotted_slot_loads_exactly_as_a_full_replay() {
         "a snapshot was used"
     );
     assert!(
-        replayed.aggregate.reservations.len() <= 3,
-        "ended reservations were pruned"
+        (1..=3).contains(&replayed.aggregate.reservations.len()),
+        "ended reservations were pruned, live ones kept: {:?}",
+        replayed.aggregate.reservations
     );
 
     let (snapshot_sequence, events): (i64, i64) = sqlx::query_as(

@@ -291,3 +291,79 @@ async fn lots_are_filtered_sorted_and_paged() {
         .await
         .assert_problem(400, "invalid_paging");
 }
+
+#[tokio::test]
+async fn control_characters_in_text_are_refused_not_stored() {
+    let app = spawn_app().await;
+    let (token, _) = app.signed_in("parking_owner").await;
+    let mut nul = app.lot_body();
+    nul["name"] = json!("Central\u{0}Garage");
+    app.post("/api/v1/lots", Some(&token), nul)
+        .await
+        .assert_problem(422, "invalid_text");
+    let mut multiline = app.lot_body();
+    multiline["description"] = json!("Open 24/7.\nEntrance on the left.");
+    assert_eq!(
+        app.post("/api/v1/lots", Some(&token), multiline)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    app.get("/api/v1/lots?q=%00", None)
+        .await
+        .assert_problem(400, "malformed_query");
+    app.get("/api/v1/lots?city=Ly%00on", None)
+        .await
+        .assert_problem(400, "malformed_query");
+    let name = json!({"email": "nul@example.com", "password": parking_tests::PASSWORD, "full_name": "A\u{0}"});
+    app.post("/api/v1/auth/register", None, name)
+        .await
+        .assert_problem(422, "invalid_full_name");
+    assert_eq!(
+        app.register("nul@example.com", "user").await.status,
+        StatusCode::CREATED,
+        "the address stayed free"
+    );
+}
+
+#[tokio::test]
+async fn camera_urls_are_shown_only_to_the_owner_and_admins() {
+    let app = spawn_app().await;
+    let (owner, _) = app.signed_in("parking_owner").await;
+    let (stranger, _) = app.signed_in("user").await;
+    let (admin, _) = app.admin().await;
+    let mut body = app.lot_body();
+    body["camera_url"] = json!("rtsp://cam:secret@10.0.0.5/stream");
+    let created = app.post("/api/v1/lots", Some(&owner), body).await;
+    assert_eq!(
+        created.body["camera_url"],
+        "rtsp://cam:secret@10.0.0.5/stream"
+    );
+    let path = format!("/api/v1/lots/{}", created.id());
+    for token in [Some(owner.as_str()), Some(admin.as_str())] {
+        assert_eq!(
+            app.get(&path, token).await.body["camera_url"],
+            "rtsp://cam:secret@10.0.0.5/stream"
+        );
+    }
+    for token in [None, Some(stranger.as_str())] {
+        assert_eq!(
+            app.get(&path, token).await.body["camera_url"],
+            serde_json::Value::Null
+        );
+        let listed = app.get("/api/v1/lots", token).await;
+        assert_eq!(
+            listed.body["items"][0]["camera_url"],
+            serde_json::Value::Null
+        );
+        let near = app
+            .get("/api/v1/lots/nearby?lat=45.764&lng=4.8357", token)
+            .await;
+        assert_eq!(near.body["items"][0]["camera_url"], serde_json::Value::Null);
+    }
+    let listed = app.get("/api/v1/lots", Some(&owner)).await;
+    assert_eq!(
+        listed.body["items"][0]["camera_url"],
+        "rtsp://cam:secret@10.0.0.5/stream"
+    );
+}

@@ -102,6 +102,10 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
             "route_not_found",
             "{operation} is documented but not served"
         );
+        assert!(
+            !reply.status.is_server_error(),
+            "{operation} fails: {reply:?}"
+        );
     }
 }
 
@@ -139,9 +143,9 @@ async fn the_api_reference_page_is_served_with_its_assets() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_pattern() {
     let app = spawn_app().await;
-    for _ in 0..3 {
-        app.get(&format!("/api/v1/lots/{}", uuid::Uuid::new_v4()), None)
-            .await;
+    let asked: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
+    for id in &asked {
+        app.get(&format!("/api/v1/lots/{id}"), None).await;
     }
     let response = app
         .client
@@ -168,5 +172,47 @@ async fn metrics_count_requests_by_route_pattern() {
     );
     assert!(text.contains("parking_http_request_duration_seconds_bucket"));
     assert!(text.contains("parking_db_pool_connections"));
-    assert!(!text.contains(&uuid::Uuid::nil().to_string()));
+    for id in &asked {
+        assert!(
+            !text.contains(&id.to_string()),
+            "raw paths must not become label values"
+        );
+    }
+}
+
+#[tokio::test]
+async fn errors_made_by_the_framework_are_problem_json_too() {
+    let app = spawn_app().await;
+    let (token, _) = app.signed_in("parking_owner").await;
+    // Over the JSON size limit: 413 from the body extractor.
+    let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000));
+    let response = app
+        .client
+        .post(format!("{}/api/v1/lots", app.address))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    parking_tests::TestApp::reply(response)
+        .await
+        .assert_problem(413, "payload_too_large");
+    // A cancellation body over the raw body limit, with an idempotency key (read by the middleware).
+    let response = app
+        .client
+        .post(format!(
+            "{}/api/v1/bookings/{}/cancel",
+            app.address,
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(&token)
+        .header("idempotency-key", "big")
+        .body(vec![b' '; 300_000])
+        .send()
+        .await
+        .unwrap();
+    let reply = parking_tests::TestApp::reply(response).await;
+    assert_eq!(reply.status.as_u16(), 413, "{reply:?}");
+    assert_eq!(reply.content_type, "application/problem+json");
 }

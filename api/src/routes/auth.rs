@@ -105,7 +105,7 @@ pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<Htt
     let account = email
         .as_ref()
         .map_or_else(|_| body.email.trim().to_lowercase(), |e| e.to_string());
-    if let Err(wait) = state.login_throttle.check(&account) {
+    if let Err(wait) = state.login_throttle.attempt(&account) {
         let seconds = wait.as_secs() + 1;
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -121,10 +121,9 @@ pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<Htt
     };
     let hash = found.as_ref().and_then(|c| c.password_hash.clone());
     if !state.commands.verify_password(body.password, hash).await {
-        state.login_throttle.record_failure(&account);
         return Err(wrong());
     }
-    state.login_throttle.record_success(&account);
+    state.login_throttle.succeeded(&account);
     let user = found.ok_or_else(wrong)?;
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal(format!("stored role {:?}", user.role)))?;

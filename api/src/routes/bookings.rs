@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::created;
-use super::lots::{page_request, sort};
+use super::{page_request, sort, written};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::{RequestMeta, State};
@@ -87,7 +87,10 @@ pub async fn create(
         vehicle_number,
     };
     let booking = state.commands.book(&ctx, request).await?;
-    let view = booking_view(&state, booking.booking_id).await?;
+    let view = written(
+        bookings::get(&state.pool, booking.booking_id).await?,
+        "booking",
+    )?;
     Ok(created(
         Some(format!("/api/v1/bookings/{}", booking.booking_id)),
         view,
@@ -188,5 +191,8 @@ pub async fn cancel(
         .commands
         .cancel_booking(&ctx, booking_id, reason)
         .await?;
-    Ok(HttpResponse::Ok().json(booking_view(&state, booking_id).await?))
+    Ok(HttpResponse::Ok().json(written(
+        bookings::get(&state.pool, booking_id).await?,
+        "booking",
+    )?))
 }

@@ -3,19 +3,19 @@
 use actix_web::{delete, get, patch, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use parking_domain::geo::GeoPoint;
-use parking_domain::lot::{LotChanges, LotDetails, SlotType};
+use parking_domain::lot::{LotChanges, LotDetails};
 use parking_domain::money::{Currency, Money};
 use parking_domain::time::TimeRange;
-use parking_domain::Role;
+use parking_domain::Actor;
 use parking_projections::lots::{self, LotFilter, LotView, NearbyLot};
 use parking_projections::slots::{self, Availability, SlotView};
-use parking_projections::{Page, PageRequest, Sort};
+use parking_projections::Page;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::created;
-use crate::auth::{require_role, Authenticated};
+use super::{created, page_request, search_text, slot_type, sort, written};
+use crate::auth::{Authenticated, MaybeAuthenticated};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::{RequestMeta, State};
 
@@ -92,25 +92,16 @@ fn currency(code: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|e| ApiError::invalid("invalid_currency", e.to_string()))
 }
 
-pub(crate) fn page_request(
-    page: Option<u32>,
-    per_page: Option<u32>,
-) -> Result<PageRequest, ApiError> {
-    PageRequest::new(page, per_page).map_err(|e| ApiError::bad_request("invalid_paging", e))
-}
-
-pub(crate) fn sort(
-    raw: Option<&str>,
-    allowed: &[(&str, &'static str)],
-    default: Sort,
-) -> Result<Sort, ApiError> {
-    Sort::parse(raw, allowed, default).map_err(|e| ApiError::bad_request("invalid_sort", e))
-}
-
 async fn lot_view(state: &State, lot_id: Uuid) -> ApiResult<LotView> {
     lots::get(&state.pool, lot_id, state.now())
         .await?
         .ok_or_else(|| ApiError::not_found("lot_not_found", "no such lot"))
+}
+
+/// The lot as this request just wrote it.
+async fn written_lot(state: &State, lot_id: Uuid, viewer: &Actor) -> ApiResult<LotView> {
+    let lot = lots::get(&state.pool, lot_id, state.now()).await?;
+    Ok(written(lot, "lot")?.for_viewer(Some(viewer)))
 }
 
 /// Register a lot.
@@ -131,7 +122,6 @@ pub async fn create(
     meta: RequestMeta,
     body: web::Json<CreateLotRequest>,
 ) -> ApiResult<HttpResponse> {
-    require_role(&caller.0, &[Role::ParkingOwner, Role::Admin])?;
     let b = body.into_inner();
     let rate = Money::new(b.hourly_rate_cents, currency(&b.currency)?)
         .map_err(|e| ApiError::invalid("invalid_rate", e.to_string()))?;
@@ -148,7 +138,7 @@ pub async fn create(
     let lot_id = state.commands.register_lot(&ctx, details).await?;
     Ok(created(
         Some(format!("/api/v1/lots/{lot_id}")),
-        lot_view(&state, lot_id).await?,
+        written_lot(&state, lot_id, &caller.0).await?,
     ))
 }
 
@@ -159,18 +149,22 @@ pub async fn create(
     responses((status = 200, body = Page<LotView>), (status = 400, body = Problem))
 )]
 #[get("/lots")]
-pub async fn list(state: State, query: web::Query<ListLotsQuery>) -> ApiResult<HttpResponse> {
+pub async fn list(
+    state: State,
+    viewer: MaybeAuthenticated,
+    query: web::Query<ListLotsQuery>,
+) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let page = page_request(q.page, q.per_page)?;
     let sort = sort(q.sort.as_deref(), lots::SORTS, lots::DEFAULT_SORT)?;
     let filter = LotFilter {
-        city: q.city,
+        city: search_text("city", q.city)?,
         is_active: q.is_active,
         min_rating: q.min_rating,
-        q: q.q,
+        q: search_text("q", q.q)?,
     };
     let found = lots::list(&state.pool, &filter, page, sort, state.now()).await?;
-    Ok(HttpResponse::Ok().json(found))
+    Ok(HttpResponse::Ok().json(found.map(|lot| lot.for_viewer(viewer.0.as_ref()))))
 }
 
 /// One lot, with live slot counts.
@@ -180,8 +174,13 @@ pub async fn list(state: State, query: web::Query<ListLotsQuery>) -> ApiResult<H
     responses((status = 200, body = LotView), (status = 404, body = Problem))
 )]
 #[get("/lots/{lot_id}")]
-pub async fn get(state: State, path: web::Path<Uuid>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(lot_view(&state, path.into_inner()).await?))
+pub async fn get(
+    state: State,
+    viewer: MaybeAuthenticated,
+    path: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let lot = lot_view(&state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(lot.for_viewer(viewer.0.as_ref())))
 }
 
 /// Change a lot.
@@ -229,7 +228,7 @@ pub async fn update(
     };
     let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_lot(&ctx, lot_id, changes).await?;
-    Ok(HttpResponse::Ok().json(lot_view(&state, lot_id).await?))
+    Ok(HttpResponse::Ok().json(written_lot(&state, lot_id, &caller.0).await?))
 }
 
 /// Deactivate a lot. Its history stays; it takes no new slots or bookings.
@@ -331,7 +330,11 @@ pub struct NearbyQuery {
     )
 )]
 #[get("/lots/nearby")]
-pub async fn nearby(state: State, query: web::Query<NearbyQuery>) -> ApiResult<HttpResponse> {
+pub async fn nearby(
+    state: State,
+    viewer: MaybeAuthenticated,
+    query: web::Query<NearbyQuery>,
+) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let center = location(q.lat, q.lng)?;
     let radius_km = q.radius_km.unwrap_or(5.0);
@@ -345,8 +348,11 @@ pub async fn nearby(state: State, query: web::Query<NearbyQuery>) -> ApiResult<H
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 100"));
     }
-    Ok(HttpResponse::Ok()
-        .json(lots::nearby(&state.pool, center, radius_km, limit, state.now()).await?))
+    let found = lots::nearby(&state.pool, center, radius_km, limit, state.now()).await?;
+    Ok(HttpResponse::Ok().json(found.map(|near| NearbyLot {
+        lot: near.lot.for_viewer(viewer.0.as_ref()),
+        ..near
+    })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -358,15 +364,6 @@ pub struct AvailabilityQuery {
     pub to: DateTime<Utc>,
     /// `standard`, `disabled` or `ev_charging`; all types when absent.
     pub slot_type: Option<String>,
-}
-
-pub(crate) fn slot_type(raw: &str) -> Result<SlotType, ApiError> {
-    SlotType::parse(raw.trim()).ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_slot_type",
-            format!("unknown slot type {raw:?}; use standard, disabled or ev_charging"),
-        )
-    })
 }
 
 /// The lot's slots that are free for the whole range.

@@ -7,9 +7,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::lots::slot_type;
+use super::{slot_type, written};
 use crate::auth::Authenticated;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::state::{RequestMeta, State};
 
 /// Every field optional.
@@ -54,8 +54,6 @@ pub async fn update(
     };
     let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_slot(&ctx, slot_id, changes).await?;
-    let slot = slots::get(&state.pool, slot_id, state.now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("slot_not_found", "no such slot"))?;
+    let slot = written(slots::get(&state.pool, slot_id, state.now()).await?, "slot")?;
     Ok(HttpResponse::Ok().json(slot))
 }

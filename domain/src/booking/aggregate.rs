@@ -217,8 +217,8 @@ impl Aggregate for Booking {
                     ));
                 }
                 let reason = reason
-                    .map(|r| r.trim().chars().take(500).collect())
-                    .filter(|r: &String| !r.is_empty());
+                    .map(|r| crate::text::sanitized(&r, 500))
+                    .filter(|r| !r.is_empty());
                 sink.write(
                     BookingEvent::BookingCancelled {
                         by: actor.user_id,

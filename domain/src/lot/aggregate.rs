@@ -21,7 +21,7 @@ pub enum LotError {
     NotFound,
     #[error("the lot is deactivated")]
     Inactive,
-    #[error("{field} must be 1 to {max} characters")]
+    #[error("{field} must be 1 to {max} printable characters")]
     BadText { field: &'static str, max: usize },
     #[error("the hourly rate must not be negative")]
     NegativeRate,
@@ -79,21 +79,24 @@ pub struct RegisteredLot {
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<String, LotError> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > max {
-        return Err(LotError::BadText { field, max });
-    }
-    Ok(value.to_owned())
+    crate::text::single_line(value, max).ok_or(LotError::BadText { field, max })
 }
+
+fn long_text(field: &'static str, value: &str, max: usize) -> Result<String, LotError> {
+    crate::text::multi_line(value, max).ok_or(LotError::BadText { field, max })
+}
+
+type Check = fn(&'static str, &str, usize) -> Result<String, LotError>;
 
 fn optional_text(
     field: &'static str,
     value: Option<String>,
     max: usize,
+    check: Check,
 ) -> Result<Option<String>, LotError> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(v) => text(field, v, max).map(Some),
+        Some(v) => check(field, v, max).map(Some),
     }
 }
 
@@ -101,11 +104,12 @@ fn clearable(
     field: &'static str,
     value: Option<String>,
     max: usize,
+    check: Check,
 ) -> Result<Option<String>, LotError> {
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(Some(String::new())),
-        Some(v) => text(field, &v, max).map(Some),
+        Some(v) => check(field, &v, max).map(Some),
     }
 }
 
@@ -119,8 +123,8 @@ impl LotDetails {
             name: text("name", &self.name, 200)?,
             address: text("address", &self.address, 500)?,
             city: text("city", &self.city, 100)?,
-            description: optional_text("description", self.description, 4000)?,
-            camera_url: optional_text("camera_url", self.camera_url, 2000)?,
+            description: optional_text("description", self.description, 4000, long_text)?,
+            camera_url: optional_text("camera_url", self.camera_url, 2000, text)?,
             ..self
         })
     }
@@ -137,8 +141,8 @@ impl LotChanges {
             address: required("address", self.address, 500)?,
             city: required("city", self.city, 100)?,
             // An empty value clears the field; a non-empty one obeys registration's limits.
-            description: clearable("description", self.description, 4000)?,
-            camera_url: clearable("camera_url", self.camera_url, 2000)?,
+            description: clearable("description", self.description, 4000, long_text)?,
+            camera_url: clearable("camera_url", self.camera_url, 2000, text)?,
             ..self
         })
     }

@@ -62,7 +62,7 @@ impl DomainEvent for UserEvent {
 pub enum UserError {
     #[error("this user is already registered")]
     AlreadyRegistered,
-    #[error("full name must be 1 to 200 characters")]
+    #[error("full name must be 1 to 200 printable characters")]
     InvalidName,
 }
 
@@ -84,11 +84,7 @@ impl RuleError for UserError {
 
 /// A display name: trimmed, 1 to 200 characters.
 pub fn validate_full_name(raw: &str) -> Result<String, UserError> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(UserError::InvalidName);
-    }
-    Ok(name.to_owned())
+    crate::text::single_line(raw, 200).ok_or(UserError::InvalidName)
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
