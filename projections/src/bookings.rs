@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
 use parking_domain::booking::{Booking, BookingEvent, BookingStatus};
+use parking_domain::Actor;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -125,12 +126,30 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<BookingView>, sqlx::E
         .await
 }
 
-/// Whose bookings a reader may see.
+/// Whose bookings a reader may see: admins all; everyone else their own and those of the
+/// lots they own. The one statement of this rule for lists and single reads alike.
 #[derive(Debug, Clone, Copy)]
 pub enum Visibility {
     All,
     /// Their own bookings and those of the lots they own.
     Party(Uuid),
+}
+
+impl Visibility {
+    pub fn of(reader: &Actor) -> Self {
+        if reader.is_admin() {
+            Visibility::All
+        } else {
+            Visibility::Party(reader.user_id)
+        }
+    }
+
+    pub fn allows(self, booking: &BookingView) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::Party(user) => booking.user_id == user || booking.lot_owner_id == user,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use parking_commands::BookingRequest;
 use parking_domain::booking::{BookingStatus, VehicleNumber};
 use parking_domain::time::TimeRange;
-use parking_domain::{Actor, Role};
 use parking_projections::bookings::{self, BookingFilter, BookingView, Visibility};
 use parking_projections::Page;
 use serde::Deserialize;
@@ -50,10 +49,6 @@ async fn booking_view(state: &State, booking_id: Uuid) -> ApiResult<BookingView>
     bookings::get(&state.pool, booking_id)
         .await?
         .ok_or_else(|| ApiError::not_found("booking_not_found", "no such booking"))
-}
-
-fn may_read(actor: &Actor, booking: &BookingView) -> bool {
-    actor.is_admin() || actor.user_id == booking.user_id || actor.user_id == booking.lot_owner_id
 }
 
 /// Book a slot. The booking starts `pending` and holds the slot until `hold_until` unless paid.
@@ -122,10 +117,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let visibility = match caller.0.role {
-        Role::Admin => Visibility::All,
-        _ => Visibility::Party(caller.0.user_id),
-    };
+    let visibility = Visibility::of(&caller.0);
     let filter = BookingFilter {
         status,
         lot_id: q.lot_id,
@@ -150,7 +142,7 @@ pub async fn get(
     path: web::Path<Uuid>,
 ) -> ApiResult<HttpResponse> {
     let booking = booking_view(&state, path.into_inner()).await?;
-    if !may_read(&caller.0, &booking) {
+    if !Visibility::of(&caller.0).allows(&booking) {
         return Err(ApiError::forbidden("this booking is not yours"));
     }
     Ok(HttpResponse::Ok().json(booking))

@@ -131,7 +131,9 @@ impl RuleError for SlotError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlotInfo {
     pub lot_id: Uuid,
+    /// As registered; the lot's registry holds the current label and type (`SlotUpdated`).
     pub label: String,
+    /// As registered, like `label`.
     pub slot_type: SlotType,
     pub out_of_service: bool,
 }
