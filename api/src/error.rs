@@ -74,6 +74,18 @@ impl ApiError {
         self
     }
 
+    /// The database (or another dependency) is unreachable: an outage, not a bug. Logged like
+    /// an internal error; the client is told to retry.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "service_unavailable",
+            detail: "the service cannot reach its database right now; retry shortly".into(),
+            retry_after: Some(5),
+            source: Some(source.into()),
+        }
+    }
+
     pub fn internal(source: impl Into<BoxError>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +156,11 @@ impl From<CommandError> for ApiError {
             contention @ CommandError::Contention { .. } => {
                 Self::new(StatusCode::CONFLICT, "contention", contention.to_string()).retry_after(1)
             }
+            CommandError::Infrastructure(source)
+                if parking_infra::db::chain_is_unavailable(source.as_ref()) =>
+            {
+                Self::unavailable(source)
+            }
             CommandError::Infrastructure(source) => Self::internal(source),
         }
     }
@@ -151,7 +168,11 @@ impl From<CommandError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(e)
+        if parking_infra::db::is_unavailable(&e) {
+            Self::unavailable(e)
+        } else {
+            Self::internal(e)
+        }
     }
 }
 
@@ -204,11 +225,13 @@ pub fn problem_json_everywhere<B: 'static>() -> actix_web::middleware::ErrorHand
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 
     ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
-        let is_problem = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-        if is_problem {
+        // Our own answers are JSON already (problem+json, or /ready's report); only actix's
+        // plain-text ones need rewriting.
+        let is_json = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/problem+json") || v.starts_with(b"application/json")
+        });
+        if is_json {
             return Ok(ErrorHandlerResponse::Response(
                 response.map_into_left_body(),
             ));

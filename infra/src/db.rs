@@ -25,3 +25,39 @@ pub fn pool(database_url: &SecretString, max_connections: u32) -> Result<PgPool,
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// Whether `error` means "the database cannot be reached or take us now" (down, restarting,
+/// out of connections, refusing connections) rather than "this statement failed". Callers
+/// answer the first with 503 and a retry hint, the second is a bug.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => {
+            let code = e.code().unwrap_or_default();
+            // 08: connection exception; 53: insufficient resources (too many connections);
+            // 57P01-03: shutting down, crashed, starting up.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                // Raised while connecting to a database closed to connections.
+                || (code == "55000" && e.message().contains("not currently accepting connections"))
+        }
+        _ => false,
+    }
+}
+
+/// [`is_unavailable`] for any error whose source chain holds a `sqlx::Error`.
+pub fn chain_is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}

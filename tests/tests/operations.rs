@@ -216,3 +216,45 @@ async fn errors_made_by_the_framework_are_problem_json_too() {
     assert_eq!(reply.status.as_u16(), 413, "{reply:?}");
     assert_eq!(reply.content_type, "application/problem+json");
 }
+
+#[tokio::test]
+async fn a_database_outage_answers_503_and_the_service_recovers() {
+    let app = spawn_app().await;
+    let (token, _) = app.signed_in("parking_owner").await;
+    // Close this test's database to connections and cut the app's existing ones.
+    let db_name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", parking_tests::server_url()))
+        .await
+        .unwrap();
+    let allow = |yes: bool| format!(r#"ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS {yes}"#);
+    sqlx::query(&allow(false)).execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db_name)
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let write = app.post("/api/v1/lots", Some(&token), app.lot_body()).await;
+    write.assert_problem(503, "service_unavailable");
+    assert_eq!(write.headers["retry-after"], "5");
+    app.get("/api/v1/lots", None)
+        .await
+        .assert_problem(503, "service_unavailable");
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.body["database"], "unreachable",
+        "readiness keeps its own report: {ready:?}"
+    );
+
+    sqlx::query(&allow(true)).execute(&admin).await.unwrap();
+    let recovered = app.post("/api/v1/lots", Some(&token), app.lot_body()).await;
+    assert_eq!(recovered.status, StatusCode::CREATED, "{recovered:?}");
+    assert_eq!(app.get("/ready", None).await.status, StatusCode::OK);
+    let lots: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'LotRegistered'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(lots, 1, "the refused write recorded nothing");
+}
