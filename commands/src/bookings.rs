@@ -16,7 +16,7 @@ use parking_domain::time::TimeRange;
 use parking_domain::Violation;
 use uuid::Uuid;
 
-use crate::context::{actor, CommandContext};
+use crate::context::{actor, key_reused, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
 
@@ -63,7 +63,25 @@ impl Commands {
             ));
         }
 
-        let booking_id = CommandContext::new_id();
+        let booking_id = ctx.new_id("booking");
+        if ctx.may_be_retry() {
+            let earlier: Booking = self.bookings.load(&booking_id.to_string()).await?;
+            if let Some(made) = earlier.state {
+                // The first attempt got this far; answer what it made.
+                let same = made.user_id == driver.user_id
+                    && made.slot_id == request.slot_id
+                    && made.range == request.range;
+                return if same {
+                    Ok(CreatedBooking {
+                        booking_id,
+                        price: made.price,
+                        hold_until: made.hold_until,
+                    })
+                } else {
+                    Err(key_reused())
+                };
+            }
+        }
         let price = price_for(&lot.details.hourly_rate, &request.range);
         let hold_until = policy.hold_until(ctx.now);
         let reserve = SlotCommand::Reserve {

@@ -61,9 +61,28 @@ impl CommandContext {
         }
     }
 
-    /// A fresh id for a new aggregate.
-    pub fn new_id() -> Uuid {
-        Uuid::new_v4()
+    /// The id of a new aggregate this command creates; `purpose` tells apart the creations of
+    /// one request. With an idempotency key the id is derived from the caller and the key, so
+    /// a retry of a request whose answer was lost finds what the first attempt created instead
+    /// of creating it again; without one it is random.
+    pub fn new_id(&self, purpose: &str) -> Uuid {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x9d3c_0f1e_5b7a_4c2d_8e6f_a1b2_c3d4_e5f6);
+        match &self.idempotency_key {
+            Some(key) => {
+                let caller = match (self.actor, self.system) {
+                    (Some(actor), _) => actor.user_id.to_string(),
+                    (None, true) => "system".to_owned(),
+                    (None, false) => "anonymous".to_owned(),
+                };
+                Uuid::new_v5(&NAMESPACE, format!("{caller}\n{key}\n{purpose}").as_bytes())
+            }
+            None => Uuid::new_v4(),
+        }
+    }
+
+    /// Whether this command is a request that may be a retry (it carries an idempotency key).
+    pub fn may_be_retry(&self) -> bool {
+        self.idempotency_key.is_some()
     }
 
     pub(crate) fn metadata(&self) -> HashMap<String, String> {
@@ -103,4 +122,14 @@ pub(crate) fn actor(ctx: &CommandContext) -> Result<Actor, CommandError> {
             "this needs a signed-in user",
         )
     })
+}
+
+/// A key reused for a different request, found by the command layer (the HTTP layer catches
+/// most reuses first, by fingerprint).
+pub(crate) fn key_reused() -> CommandError {
+    CommandError::rejected(
+        "idempotency_key_reused",
+        Violation::Invalid,
+        "this Idempotency-Key was used for a different request",
+    )
 }

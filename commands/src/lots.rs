@@ -5,7 +5,7 @@ use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::Violation;
 use uuid::Uuid;
 
-use crate::context::{actor, CommandContext};
+use crate::context::{actor, key_reused, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
 
@@ -16,11 +16,19 @@ impl Commands {
         ctx: &CommandContext,
         details: LotDetails,
     ) -> Result<Uuid, CommandError> {
-        let lot_id = CommandContext::new_id();
-        let command = LotCommand::Register {
-            actor: actor(ctx)?,
-            details,
-        };
+        let actor = actor(ctx)?;
+        let lot_id = ctx.new_id("lot");
+        if ctx.may_be_retry() {
+            let earlier: ParkingLot = self.lots.load(&lot_id.to_string()).await?;
+            if let Some(made) = earlier.registered {
+                return if made.owner_id == actor.user_id {
+                    Ok(lot_id)
+                } else {
+                    Err(key_reused())
+                };
+            }
+        }
+        let command = LotCommand::Register { actor, details };
         self.lots.execute(&lot_id.to_string(), command, ctx).await?;
         Ok(lot_id)
     }
@@ -64,7 +72,13 @@ impl Commands {
         slot_type: SlotType,
     ) -> Result<Uuid, CommandError> {
         let actor = actor(ctx)?;
-        let slot_id = CommandContext::new_id();
+        let slot_id = ctx.new_id("slot");
+        if ctx.may_be_retry() {
+            let lot = self.lot(lot_id).await?;
+            if lot.slots.values().any(|s| s.slot_id == slot_id) {
+                return Ok(slot_id); // the first attempt completed
+            }
+        }
         let add = LotCommand::AddSlot {
             actor,
             slot_id,
@@ -78,10 +92,15 @@ impl Commands {
             label: label.trim().to_owned(),
             slot_type,
         };
-        let registered = self
+        let registered = match self
             .slots
             .execute(&slot_id.to_string(), register, ctx)
-            .await?;
+            .await
+        {
+            // A retry after the first attempt registered the calendar but not the lot's entry.
+            Err(e) if e.code() == "slot_already_registered" && ctx.may_be_retry() => Vec::new(),
+            other => other?,
+        };
         let ctx = registered
             .last()
             .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));

@@ -7,7 +7,7 @@ use parking_domain::{Role, Violation};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::context::CommandContext;
+use crate::context::{key_reused, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
 
@@ -38,8 +38,21 @@ impl Commands {
         password::check_policy(&new.password)?;
         validate_full_name(&new.full_name)?;
 
-        let user_id = CommandContext::new_id();
+        let user_id = ctx.new_id("user");
         let claim_id = EmailClaim::id_for(&new.email).to_string();
+        if ctx.may_be_retry() {
+            let earlier: User = self.users.load(&user_id.to_string()).await?;
+            if let Some(made) = earlier.registered {
+                if made.email != new.email {
+                    return Err(key_reused());
+                }
+                // The first attempt registered the user; make sure its claim is confirmed.
+                self.claims
+                    .execute(&claim_id, ClaimCommand::Confirm { user_id }, ctx)
+                    .await?;
+                return Ok(user_id);
+            }
+        }
         self.repair_claim(&claim_id, ctx).await?;
         let claim = ClaimCommand::Claim {
             email: new.email.clone(),

@@ -144,3 +144,97 @@ async fn a_malformed_key_is_a_400() {
         .await;
     reply.assert_problem(400, "invalid_idempotency_key");
 }
+
+/// Forgets every stored answer, as when a process dies after committing a request's events
+/// but before recording its answer (and the stale claim has been taken over).
+async fn lose_stored_answers(app: &TestApp) {
+    sqlx::query("DELETE FROM idempotency_keys")
+        .execute(&app.db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_finds_the_booking_instead_of_making_another() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    let first = book_with_key(&app, &driver, "lost-1", fx.slot_id, 1, 2).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    lose_stored_answers(&app).await;
+
+    let retry = book_with_key(&app, &driver, "lost-1", fx.slot_id, 1, 2).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert_eq!(retry.id(), first.id(), "the same booking, not a second one");
+    assert!(
+        retry.headers.get("idempotent-replayed").is_none(),
+        "it ran again, and found its work"
+    );
+    assert_eq!(count(&app, "BookingCreated").await, 1);
+    assert_eq!(count(&app, "SlotReserved").await, 1);
+
+    lose_stored_answers(&app).await;
+    let other = book_with_key(&app, &driver, "lost-1", fx.slot_id, 3, 4).await;
+    other.assert_problem(422, "idempotency_key_reused");
+    assert_eq!(count(&app, "BookingCreated").await, 1);
+}
+
+#[tokio::test]
+async fn retries_after_lost_answers_create_lots_slots_and_users_once() {
+    let app = spawn_app().await;
+    let (owner, _) = app.signed_in("parking_owner").await;
+    let lot = app
+        .post_idempotent("/api/v1/lots", Some(&owner), "lot-key", app.lot_body())
+        .await;
+    lose_stored_answers(&app).await;
+    let lot_again = app
+        .post_idempotent("/api/v1/lots", Some(&owner), "lot-key", app.lot_body())
+        .await;
+    assert_eq!(
+        (lot.status, lot_again.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_eq!(lot_again.id(), lot.id());
+    assert_eq!(count(&app, "LotRegistered").await, 1);
+
+    let slots = format!("/api/v1/lots/{}/slots", lot.id());
+    let slot_body = json!({"label": "K1", "slot_type": "standard"});
+    let slot = app
+        .post_idempotent(&slots, Some(&owner), "slot-key", slot_body.clone())
+        .await;
+    lose_stored_answers(&app).await;
+    let slot_again = app
+        .post_idempotent(&slots, Some(&owner), "slot-key", slot_body)
+        .await;
+    assert_eq!(
+        (slot.status, slot_again.status),
+        (StatusCode::CREATED, StatusCode::CREATED),
+        "{slot_again:?}"
+    );
+    assert_eq!(slot_again.id(), slot.id());
+    assert_eq!(count(&app, "SlotAdded").await, 1);
+
+    let body = json!({"email": "again@example.com", "password": PASSWORD, "full_name": "Again"});
+    let user = app
+        .post_idempotent("/api/v1/auth/register", None, "user-key", body.clone())
+        .await;
+    lose_stored_answers(&app).await;
+    let user_again = app
+        .post_idempotent("/api/v1/auth/register", None, "user-key", body)
+        .await;
+    assert_eq!(
+        (user.status, user_again.status),
+        (StatusCode::CREATED, StatusCode::CREATED),
+        "{user_again:?}"
+    );
+    assert_eq!(user_again.id(), user.id());
+    assert_eq!(
+        count(&app, "UserRegistered").await,
+        2,
+        "the owner, and this user once"
+    );
+    assert_eq!(
+        app.login("again@example.com", PASSWORD).await.status,
+        StatusCode::OK
+    );
+}

@@ -131,6 +131,9 @@ impl Aggregate for EmailClaim {
                 user_id,
                 now,
             } => {
+                if self.is_held_by(user_id) {
+                    return Ok(()); // a retry of the same sign-up
+                }
                 let free = match &self.holder {
                     None => true,
                     Some(h) => !h.confirmed && now - h.claimed_at >= CLAIM_TAKEOVER_AFTER,
@@ -259,6 +262,14 @@ mod tests {
                 user_id: Uuid::from_u128(2),
                 claimed_at: later,
             }]);
+    }
+
+    #[test]
+    fn the_holder_claiming_again_records_nothing() {
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![claimed(1)])
+            .when(claim(1, t0() + Duration::minutes(1)))
+            .then_expect_events(vec![]);
     }
 
     #[test]
