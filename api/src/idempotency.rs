@@ -97,7 +97,7 @@ pub async fn middleware(
 
     let claim = match idempotency::claim(&state.pool, &scope, &key, &fingerprint).await {
         Ok(claim) => claim,
-        Err(e) => return Ok(req.into_response(ApiError::internal(e).error_response())),
+        Err(e) => return Ok(req.into_response(ApiError::from(e).error_response())),
     };
     match claim {
         Claim::Run => {}
@@ -106,7 +106,8 @@ pub async fn middleware(
                 StatusCode::CONFLICT,
                 "idempotency_request_in_progress",
                 "a request with this Idempotency-Key is still being processed; retry shortly",
-            );
+            )
+            .retry_after(1);
             return Ok(req.into_response(busy.error_response()));
         }
         Claim::Mismatch => {
@@ -135,25 +136,52 @@ pub async fn middleware(
     // An answer that asks to be retried (5xx, contention, throttling: anything with Retry-After)
     // is not the request's result: forget the key so that the retry runs.
     let retryable = head.status().is_server_error() || head.headers().contains_key(RETRY_AFTER);
-    let outcome = if retryable {
-        idempotency::abandon(&state.pool, &scope, &key).await
-    } else {
-        let stored = StoredResponse {
-            status: head.status().as_u16(),
-            content_type: header(CONTENT_TYPE),
-            location: header(LOCATION),
-            body: bytes.to_vec(),
-        };
-        idempotency::complete(&state.pool, &scope, &key, &stored).await
-    };
-    if let Err(e) = outcome {
-        // The answer stands; only a retry would not be recognised.
-        tracing::error!(error = %e, "could not record an idempotency key's outcome");
-    }
+    let outcome = (!retryable).then(|| StoredResponse {
+        status: head.status().as_u16(),
+        content_type: header(CONTENT_TYPE),
+        location: header(LOCATION),
+        body: bytes.to_vec(),
+    });
+    record(state.pool.clone(), scope, key, outcome).await;
     Ok(ServiceResponse::new(
         request,
         head.set_body(BoxBody::new(bytes)),
     ))
+}
+
+/// Stores the answer (or forgets the key when there is none to keep). The answer stands
+/// either way; if the database refuses now (the outage that caused a 503, say), a background
+/// task keeps trying for a while, so the key does not stay "in progress" until it is stale.
+async fn record(pool: sqlx::PgPool, scope: String, key: String, answer: Option<StoredResponse>) {
+    async fn once(
+        pool: &sqlx::PgPool,
+        scope: &str,
+        key: &str,
+        answer: &Option<StoredResponse>,
+    ) -> Result<(), sqlx::Error> {
+        match answer {
+            Some(stored) => idempotency::complete(pool, scope, key, stored).await,
+            None => idempotency::abandon(pool, scope, key).await,
+        }
+    }
+    if once(&pool, &scope, &key, &answer).await.is_ok() {
+        return;
+    }
+    tokio::spawn(async move {
+        for attempt in 1..=10u32 {
+            tokio::time::sleep(std::time::Duration::from_secs(
+                u64::from(attempt.min(6)) * 5,
+            ))
+            .await;
+            match once(&pool, &scope, &key, &answer).await {
+                Ok(()) => return,
+                Err(e) if attempt == 10 => {
+                    tracing::error!(error = %e, "gave up recording an idempotency key's outcome")
+                }
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 fn replay(stored: StoredResponse) -> HttpResponse {

@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 pub struct LoginThrottle {
     max_attempts: u32,
     window: Duration,
-    accounts: Mutex<HashMap<String, Window>>,
+    accounts: Mutex<Accounts>,
+}
+
+#[derive(Default)]
+struct Accounts {
+    windows: HashMap<String, Window>,
+    last_sweep: Option<Instant>,
 }
 
 struct Window {
@@ -30,17 +36,26 @@ impl LoginThrottle {
         Self {
             max_attempts,
             window,
-            accounts: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(Accounts::default()),
         }
     }
 
     /// Counts an attempt on `account`, or refuses it with the time left in the window.
     pub fn attempt(&self, account: &str) -> Result<(), Duration> {
         let mut accounts = self.lock();
-        if accounts.len() > SWEEP_ABOVE {
-            accounts.retain(|_, w| w.started.elapsed() < self.window);
+        // Expired windows are swept when there are many, at most once a second: a flood of
+        // new addresses costs memory for one window, not a full scan per request.
+        let due = accounts
+            .last_sweep
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if accounts.windows.len() > SWEEP_ABOVE && due {
+            accounts
+                .windows
+                .retain(|_, w| w.started.elapsed() < self.window);
+            accounts.last_sweep = Some(Instant::now());
         }
         let window = accounts
+            .windows
             .entry(account.to_owned())
             .or_insert_with(|| Window {
                 started: Instant::now(),
@@ -59,13 +74,21 @@ impl LoginThrottle {
         Ok(())
     }
 
+    /// Gives an attempt back: it could not be checked (the database was unreachable), so it
+    /// must not count against the account.
+    pub fn refund(&self, account: &str) {
+        if let Some(window) = self.lock().windows.get_mut(account) {
+            window.attempts = window.attempts.saturating_sub(1);
+        }
+    }
+
     /// A successful sign-in: the account starts afresh.
     pub fn succeeded(&self, account: &str) {
-        self.lock().remove(account);
+        self.lock().windows.remove(account);
     }
 
     /// The map stays consistent whatever a panicking holder did, so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Window>> {
+    fn lock(&self) -> MutexGuard<'_, Accounts> {
         self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

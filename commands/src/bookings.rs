@@ -70,7 +70,11 @@ impl Commands {
                 // The first attempt got this far; answer what it made.
                 let same = made.user_id == driver.user_id
                     && made.slot_id == request.slot_id
-                    && made.range == request.range;
+                    && made.range == request.range
+                    && made.vehicle_number == request.vehicle_number;
+                self.bookings
+                    .refresh_read_models(&booking_id.to_string())
+                    .await;
                 return if same {
                     Ok(CreatedBooking {
                         booking_id,
@@ -83,7 +87,14 @@ impl Commands {
             }
         }
         let price = price_for(&lot.details.hourly_rate, &request.range);
-        let hold_until = policy.hold_until(ctx.now);
+        // A retry whose first attempt reserved (and then stopped) keeps that reservation's hold
+        // while it runs; the slot decides whether it still does.
+        let hold_until = slot
+            .reservations
+            .get(&booking_id)
+            .filter(|r| r.is_live(ctx.now))
+            .and_then(|r| r.hold_until)
+            .unwrap_or_else(|| policy.hold_until(ctx.now));
         let reserve = SlotCommand::Reserve {
             booking_id,
             range: request.range,

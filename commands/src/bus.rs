@@ -54,6 +54,14 @@ where
         Ok(context.aggregate)
     }
 
+    /// Brings this aggregate's read models up to its stream, for a request that found its work
+    /// already done (a retry) and so committed nothing that would have updated them.
+    pub async fn refresh_read_models(&self, aggregate_id: &str) {
+        for query in &self.queries {
+            query.dispatch(aggregate_id, &[]).await;
+        }
+    }
+
     /// Whether `command` would be accepted now, without recording anything.
     pub async fn check(&self, aggregate_id: &str, command: A::Command) -> Result<(), CommandError> {
         let mut aggregate = self.load(aggregate_id).await?;

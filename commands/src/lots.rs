@@ -21,11 +21,13 @@ impl Commands {
         if ctx.may_be_retry() {
             let earlier: ParkingLot = self.lots.load(&lot_id.to_string()).await?;
             if let Some(made) = earlier.registered {
-                return if made.owner_id == actor.user_id {
-                    Ok(lot_id)
-                } else {
-                    Err(key_reused())
-                };
+                // The first attempt registered it; the same request describes the same lot.
+                let same = made.owner_id == actor.user_id
+                    && made.details.name == details.name.trim()
+                    && made.details.location == details.location
+                    && made.details.hourly_rate == details.hourly_rate;
+                self.lots.refresh_read_models(&lot_id.to_string()).await;
+                return if same { Ok(lot_id) } else { Err(key_reused()) };
             }
         }
         let command = LotCommand::Register { actor, details };
@@ -72,11 +74,15 @@ impl Commands {
         slot_type: SlotType,
     ) -> Result<Uuid, CommandError> {
         let actor = actor(ctx)?;
-        let slot_id = ctx.new_id("slot");
+        // The lot is part of the derivation: one key used on two lots names two slots.
+        let slot_id = ctx.new_id(&format!("slot of {lot_id}"));
         if ctx.may_be_retry() {
             let lot = self.lot(lot_id).await?;
-            if lot.slots.values().any(|s| s.slot_id == slot_id) {
-                return Ok(slot_id); // the first attempt completed
+            if let Some((key, entry)) = lot.slots.iter().find(|(_, s)| s.slot_id == slot_id) {
+                // The first attempt completed; the same request describes the same slot.
+                let same = *key == label.trim().to_lowercase() && entry.slot_type == slot_type;
+                self.lots.refresh_read_models(&lot_id.to_string()).await;
+                return if same { Ok(slot_id) } else { Err(key_reused()) };
             }
         }
         let add = LotCommand::AddSlot {
@@ -98,7 +104,16 @@ impl Commands {
             .await
         {
             // A retry after the first attempt registered the calendar but not the lot's entry.
-            Err(e) if e.code() == "slot_already_registered" && ctx.may_be_retry() => Vec::new(),
+            Err(e) if e.code() == "slot_already_registered" && ctx.may_be_retry() => {
+                let slot: Slot = self.slots.load(&slot_id.to_string()).await?;
+                let same = slot.info.is_some_and(|i| {
+                    i.lot_id == lot_id && i.label == label.trim() && i.slot_type == slot_type
+                });
+                if !same {
+                    return Err(key_reused());
+                }
+                Vec::new()
+            }
             other => other?,
         };
         let ctx = registered

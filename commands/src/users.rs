@@ -38,18 +38,27 @@ impl Commands {
         password::check_policy(&new.password)?;
         validate_full_name(&new.full_name)?;
 
-        let user_id = ctx.new_id("user");
+        // The address is part of the derivation: one key used for two addresses names two users.
+        let user_id = ctx.new_id(&format!("user {}", new.email));
         let claim_id = EmailClaim::id_for(&new.email).to_string();
         if ctx.may_be_retry() {
             let earlier: User = self.users.load(&user_id.to_string()).await?;
             if let Some(made) = earlier.registered {
-                if made.email != new.email {
+                // Only the same request may learn of this account: same name, role and password.
+                let same = made.email == new.email
+                    && made.full_name == new.full_name.trim()
+                    && made.role == new.role
+                    && self
+                        .verify_password(new.password, earlier.password_hash)
+                        .await;
+                if !same {
                     return Err(key_reused());
                 }
                 // The first attempt registered the user; make sure its claim is confirmed.
                 self.claims
                     .execute(&claim_id, ClaimCommand::Confirm { user_id }, ctx)
                     .await?;
+                self.users.refresh_read_models(&user_id.to_string()).await;
                 return Ok(user_id);
             }
         }

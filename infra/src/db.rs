@@ -42,7 +42,9 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             // 57P01-03: shutting down, crashed, starting up.
             code.starts_with("08")
                 || code.starts_with("53")
-                || code.starts_with("57P")
+                                || code.starts_with("57P")
+                // A read-only transaction: right after a failover, before the new primary.
+                || code == "25006"
                 // Raised while connecting to a database closed to connections.
                 || (code == "55000" && e.message().contains("not currently accepting connections"))
         }

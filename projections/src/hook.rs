@@ -44,14 +44,13 @@ impl<A: Aggregate + 'static, P: Projection<A>> ReadModel<A, P> {
         Box::new(Self::new(pool, projection))
     }
 
+    /// Applies `events`, and whatever of the stream precedes them unapplied. With no events,
+    /// applies whatever the stream has that this projection has not (a repair).
     async fn catch_up(
         &self,
         aggregate_id: &str,
         events: &[EventEnvelope<A>],
     ) -> Result<(), BoxError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
         let mut tx = self.pool.begin().await?;
         let key = (self.projection.name(), A::TYPE, aggregate_id);
         sqlx::query(
@@ -73,11 +72,14 @@ impl<A: Aggregate + 'static, P: Projection<A>> ReadModel<A, P> {
         .fetch_one(&mut *tx)
         .await?;
         let applied = applied as usize;
-        if applied >= last.sequence {
+        if events.last().is_some_and(|last| applied >= last.sequence) {
             return Ok(()); // a later update already applied these
         }
         let fetched;
-        let pending = if events[0].sequence == applied + 1 {
+        let pending = if events
+            .first()
+            .is_some_and(|first| first.sequence == applied + 1)
+        {
             events
         } else {
             fetched = self
@@ -87,6 +89,9 @@ impl<A: Aggregate + 'static, P: Projection<A>> ReadModel<A, P> {
                 .map_err(|e| e.to_string())?;
             fetched.as_slice()
         };
+        if pending.is_empty() {
+            return Ok(()); // nothing missing
+        }
         for event in pending {
             self.projection.apply(&mut tx, event).await?;
         }

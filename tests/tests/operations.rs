@@ -240,6 +240,13 @@ async fn a_database_outage_answers_503_and_the_service_recovers() {
     app.get("/api/v1/lots", None)
         .await
         .assert_problem(503, "service_unavailable");
+    // Sign-ins that could not be checked do not count against the account.
+    for _ in 0..12 {
+        let login = app
+            .login("nobody-yet@example.com", "whatever password")
+            .await;
+        login.assert_problem(503, "service_unavailable");
+    }
     let ready = app.get("/ready", None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -251,6 +258,9 @@ async fn a_database_outage_answers_503_and_the_service_recovers() {
     let recovered = app.post("/api/v1/lots", Some(&token), app.lot_body()).await;
     assert_eq!(recovered.status, StatusCode::CREATED, "{recovered:?}");
     assert_eq!(app.get("/ready", None).await.status, StatusCode::OK);
+    app.login("nobody-yet@example.com", "whatever password")
+        .await
+        .assert_problem(401, "invalid_credentials");
     let lots: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'LotRegistered'")
             .fetch_one(&app.db)

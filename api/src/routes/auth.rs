@@ -101,29 +101,38 @@ pub async fn register(
 pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let wrong = || ApiError::unauthorized("invalid_credentials", "wrong e-mail or password");
-    let email = Email::parse(&body.email);
-    let account = email
-        .as_ref()
-        .map_or_else(|_| body.email.trim().to_lowercase(), |e| e.to_string());
-    if let Err(wait) = state.login_throttle.attempt(&account) {
-        let seconds = wait.as_secs() + 1;
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed sign-ins for this account; retry in {seconds} s"),
-        )
-        .retry_after(seconds));
+    // A malformed address cannot belong to anyone: it is answered as any unknown one (after the
+    // same decoy check), and not tracked by the throttle, which only guards real accounts.
+    let email = Email::parse(&body.email).ok();
+    if let Some(account) = &email {
+        if let Err(wait) = state.login_throttle.attempt(account.as_str()) {
+            let seconds = wait.as_secs() + 1;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed sign-ins for this account; retry in {seconds} s"),
+            )
+            .retry_after(seconds));
+        }
     }
-    // A malformed address cannot belong to anyone; answer as for any unknown one.
     let found = match &email {
-        Ok(email) => users::credentials(&state.pool, email.as_str()).await?,
-        Err(_) => None,
+        Some(email) => match users::credentials(&state.pool, email.as_str()).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Not the client's failed attempt: give it back.
+                state.login_throttle.refund(email.as_str());
+                return Err(e.into());
+            }
+        },
+        None => None,
     };
     let hash = found.as_ref().and_then(|c| c.password_hash.clone());
     if !state.commands.verify_password(body.password, hash).await {
         return Err(wrong());
     }
-    state.login_throttle.succeeded(&account);
+    if let Some(account) = &email {
+        state.login_throttle.succeeded(account.as_str());
+    }
     let user = found.ok_or_else(wrong)?;
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal(format!("stored role {:?}", user.role)))?;

@@ -197,8 +197,13 @@ impl Aggregate for Slot {
                 now,
             } => {
                 let info = self.info.as_ref().ok_or(SlotError::NotFound)?;
-                if let Some(existing) = self.reservations.get(&booking_id) {
-                    // A retried step of the same booking is a no-op, not a conflict.
+                // A retried step of the same booking is a no-op while its reservation still stands;
+                // one that has lapsed is gone, and the retry must win the range again.
+                if let Some(existing) = self
+                    .reservations
+                    .get(&booking_id)
+                    .filter(|r| r.is_live(now))
+                {
                     return if existing.range == range {
                         Ok(())
                     } else {
@@ -451,6 +456,24 @@ mod tests {
                 out_of_service: false,
             })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_retry_whose_hold_lapsed_must_win_the_range_again() {
+        // Booking 10's hold lapsed at 15; booking 11 took the range at 20.
+        SlotTest::with(())
+            .given(vec![
+                registered(),
+                reserved(10, 60, 120, Some(15), 0),
+                reserved(11, 60, 120, None, 20),
+            ])
+            .when(reserve(10, 60, 120, 25))
+            .then_expect_error(SlotError::Overlap);
+        // With the range still free, the retry records a new reservation with a new hold.
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
+            .when(reserve(10, 60, 120, 25))
+            .then_expect_events(vec![reserved(10, 60, 120, Some(40), 25)]);
     }
 
     #[test]

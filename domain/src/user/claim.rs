@@ -131,8 +131,21 @@ impl Aggregate for EmailClaim {
                 user_id,
                 now,
             } => {
-                if self.is_held_by(user_id) {
-                    return Ok(()); // a retry of the same sign-up
+                if let Some(holder) = self.holder.as_ref().filter(|h| h.user_id == user_id) {
+                    // A retry of the same sign-up: a confirmed claim stands; an unconfirmed one
+                    // is claimed afresh, so that it is not taken over while the retry works.
+                    if !holder.confirmed {
+                        sink.write(
+                            ClaimEvent::EmailClaimed {
+                                email,
+                                user_id,
+                                claimed_at: now,
+                            },
+                            self,
+                        )
+                        .await;
+                    }
+                    return Ok(());
                 }
                 let free = match &self.holder {
                     None => true,
@@ -265,10 +278,24 @@ mod tests {
     }
 
     #[test]
-    fn the_holder_claiming_again_records_nothing() {
+    fn the_holder_claiming_again_refreshes_an_unconfirmed_claim() {
+        let later = t0() + Duration::minutes(11);
         TestFramework::<EmailClaim>::with(())
             .given(vec![claimed(1)])
-            .when(claim(1, t0() + Duration::minutes(1)))
+            .when(claim(1, later))
+            .then_expect_events(vec![ClaimEvent::EmailClaimed {
+                email: email(),
+                user_id: Uuid::from_u128(1),
+                claimed_at: later,
+            }]);
+        TestFramework::<EmailClaim>::with(())
+            .given(vec![
+                claimed(1),
+                ClaimEvent::EmailClaimConfirmed {
+                    user_id: Uuid::from_u128(1),
+                },
+            ])
+            .when(claim(1, later))
             .then_expect_events(vec![]);
     }
 
