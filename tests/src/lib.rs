@@ -109,9 +109,14 @@ pub async fn spawn_app() -> TestApp {
     }
 }
 
-/// The next whole hour plus `hours`: a stable, future, minute-aligned instant.
+/// A whole hour, fixed at the first call of the process, plus `hours`: future, minute-aligned,
+/// and the same base for every call of a test even when the clock passes an hour meanwhile.
 pub fn hours_from_now(hours: i64) -> DateTime<Utc> {
-    Utc::now().duration_trunc(Duration::hours(1)).unwrap() + Duration::hours(hours + 1)
+    static BASE: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        Utc::now().duration_trunc(Duration::hours(1)).unwrap() + Duration::hours(1)
+    });
+    *base + Duration::hours(hours)
 }
 
 impl TestApp {
