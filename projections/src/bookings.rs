@@ -10,8 +10,8 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::hook::Projection;
-use crate::occurred_at;
 use crate::page::{Page, PageRequest, Sort};
+use crate::{aggregate_uuid, occurred_at};
 
 pub struct BookingsProjection;
 
@@ -26,10 +26,7 @@ impl Projection<Booking> for BookingsProjection {
         db: &mut PgConnection,
         event: &EventEnvelope<Booking>,
     ) -> Result<(), sqlx::Error> {
-        let id: Uuid = event
-            .aggregate_id
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let id = aggregate_uuid(event)?;
         let version = event.sequence as i64;
         let at = occurred_at(event)?;
         match &event.payload {

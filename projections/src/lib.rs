@@ -22,6 +22,16 @@ pub use page::{Page, PageRequest, Sort};
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
 
+/// The event's aggregate id as the UUID every one of our streams is named by.
+pub(crate) fn aggregate_uuid<A: Aggregate>(
+    event: &EventEnvelope<A>,
+) -> Result<uuid::Uuid, sqlx::Error> {
+    event
+        .aggregate_id
+        .parse()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// When the event happened, as recorded in its metadata by the command layer. Never "now":
 /// a rebuild must give the same rows as the live run.
 pub(crate) fn occurred_at<A: Aggregate>(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::hook::Projection;
 use crate::page::{Page, PageRequest, Sort};
-use crate::{occurred_at, slots};
+use crate::{aggregate_uuid, occurred_at, slots};
 
 pub struct LotsProjection;
 
@@ -27,10 +27,7 @@ impl Projection<ParkingLot> for LotsProjection {
         db: &mut PgConnection,
         event: &EventEnvelope<ParkingLot>,
     ) -> Result<(), sqlx::Error> {
-        let id: Uuid = event
-            .aggregate_id
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let id = aggregate_uuid(event)?;
         let version = event.sequence as i64;
         let at = occurred_at(event)?;
         match &event.payload {

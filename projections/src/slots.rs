@@ -12,6 +12,7 @@ use parking_domain::lot::SlotType;
 use parking_domain::slot::{Slot, SlotEvent};
 use parking_domain::time::TimeRange;
 
+use crate::aggregate_uuid;
 use crate::hook::Projection;
 use crate::lots::with_clock;
 use crate::page::{Page, PageRequest};
@@ -99,10 +100,7 @@ impl Projection<Slot> for SlotsProjection {
                 return Ok(());
             }
         };
-        let id: Uuid = event
-            .aggregate_id
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let id = aggregate_uuid(event)?;
         sqlx::query(
             "INSERT INTO rm_slot_service (slot_id, out_of_service, version) VALUES ($1, $2, $3)
              ON CONFLICT (slot_id) DO UPDATE SET out_of_service = EXCLUDED.out_of_service, version = EXCLUDED.version

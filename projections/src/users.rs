@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::hook::Projection;
-use crate::occurred_at;
+use crate::{aggregate_uuid, occurred_at};
 
 pub struct UsersProjection;
 
@@ -24,10 +24,7 @@ impl Projection<User> for UsersProjection {
         db: &mut PgConnection,
         event: &EventEnvelope<User>,
     ) -> Result<(), sqlx::Error> {
-        let id: Uuid = event
-            .aggregate_id
-            .parse()
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let id = aggregate_uuid(event)?;
         let version = event.sequence as i64;
         match &event.payload {
             UserEvent::UserRegistered {
