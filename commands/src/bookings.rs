@@ -65,25 +65,11 @@ impl Commands {
 
         let booking_id = ctx.new_id("booking");
         if ctx.may_be_retry() {
-            let earlier: Booking = self.bookings.load(&booking_id.to_string()).await?;
-            if let Some(made) = earlier.state {
-                // The first attempt got this far; answer what it made.
-                let same = made.user_id == driver.user_id
-                    && made.slot_id == request.slot_id
-                    && made.range == request.range
-                    && made.vehicle_number == request.vehicle_number;
-                self.bookings
-                    .refresh_read_models(&booking_id.to_string())
-                    .await;
-                return if same {
-                    Ok(CreatedBooking {
-                        booking_id,
-                        price: made.price,
-                        hold_until: made.hold_until,
-                    })
-                } else {
-                    Err(key_reused())
-                };
+            if let Some(made) = self
+                .made_by_first_attempt(booking_id, driver.user_id, &request)
+                .await?
+            {
+                return Ok(made);
             }
         }
         let price = price_for(&lot.details.hourly_rate, &request.range);
@@ -130,6 +116,33 @@ impl Commands {
             price,
             hold_until,
         })
+    }
+
+    /// For a retried request (one with an idempotency key): the booking its first attempt
+    /// created, if it got that far, with the booking's read models brought up to date.
+    async fn made_by_first_attempt(
+        &self,
+        booking_id: Uuid,
+        driver: Uuid,
+        request: &BookingRequest,
+    ) -> Result<Option<CreatedBooking>, CommandError> {
+        let key = booking_id.to_string();
+        let Some(made) = self.bookings.load(&key).await?.state else {
+            return Ok(None);
+        };
+        let same = made.user_id == driver
+            && made.slot_id == request.slot_id
+            && made.range == request.range
+            && made.vehicle_number == request.vehicle_number;
+        if !same {
+            return Err(key_reused());
+        }
+        self.bookings.refresh_read_models(&key).await;
+        Ok(Some(CreatedBooking {
+            booking_id,
+            price: made.price,
+            hold_until: made.hold_until,
+        }))
     }
 
     /// Cancels a booking and frees its slot. Cancelling an already cancelled booking answers
