@@ -121,12 +121,19 @@ pub async fn middleware(
     }
 
     req.extensions_mut().insert(IdempotencyKey(key.clone()));
-    let response = next.call(req).await?;
+        let response = match next.call(req).await {
+        Ok(response) => response,
+        Err(e) => {
+            record(state.pool.clone(), scope, key, None).await;
+            return Err(e);
+        }
+    };
     let (request, response) = response.into_parts();
     let (head, body) = response.into_parts();
-    let bytes = body::to_bytes(body)
-        .await
-        .map_err(|_| ApiError::internal("response body unreadable"))?;
+    let Ok(bytes) = body::to_bytes(body).await else {
+        record(state.pool.clone(), scope, key, None).await;
+        return Err(ApiError::internal("response body unreadable").into());
+    };
     let header = |name| {
         head.headers()
             .get(name)
