@@ -121,7 +121,7 @@ pub async fn middleware(
     }
 
     req.extensions_mut().insert(IdempotencyKey(key.clone()));
-        let response = match next.call(req).await {
+    let response = match next.call(req).await {
         Ok(response) => response,
         Err(e) => {
             record(state.pool.clone(), scope, key, None).await;
