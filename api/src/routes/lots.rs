@@ -1,20 +1,17 @@
-//! `/api/v1/lots`: parking lots and their slots.
+//! `/api/v1/lots`: parking lots (their slots are in `slots.rs`).
 
 use actix_web::{delete, get, patch, post, web, HttpResponse};
-use chrono::{DateTime, Utc};
 use parking_domain::geo::GeoPoint;
 use parking_domain::lot::{LotChanges, LotDetails};
 use parking_domain::money::{Currency, Money};
-use parking_domain::time::TimeRange;
 use parking_domain::Actor;
 use parking_projections::lots::{self, LotFilter, LotView, NearbyLot};
-use parking_projections::slots::{self, Availability, SlotView};
 use parking_projections::Page;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{created, page_request, search_text, slot_type, sort, written};
+use super::{created, page_request, search_text, sort, written};
 use crate::auth::{Authenticated, MaybeAuthenticated};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::{RequestMeta, State};
@@ -51,22 +48,6 @@ pub struct UpdateLotRequest {
     pub camera_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateSlotRequest {
-    /// Unique within the lot, case-insensitively.
-    pub label: String,
-    /// `standard`, `disabled` or `ev_charging`.
-    pub slot_type: String,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    pub page: Option<u32>,
-    /// At most 100.
-    pub per_page: Option<u32>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListLotsQuery {
@@ -92,7 +73,7 @@ fn currency(code: &str) -> Result<Currency, ApiError> {
     Currency::parse(code).map_err(|e| ApiError::invalid("invalid_currency", e.to_string()))
 }
 
-async fn lot_view(state: &State, lot_id: Uuid) -> ApiResult<LotView> {
+pub(crate) async fn lot_view(state: &State, lot_id: Uuid) -> ApiResult<LotView> {
     lots::get(&state.pool, lot_id, state.now())
         .await?
         .ok_or_else(|| ApiError::not_found("lot_not_found", "no such lot"))
@@ -253,59 +234,6 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Add a slot to a lot.
-#[utoipa::path(
-    tag = "slots",
-    security(("bearer" = [])),
-    params(("lot_id" = Uuid, Path)),
-    request_body = CreateSlotRequest,
-    responses(
-        (status = 201, body = SlotView), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem),
-        (status = 409, description = "Duplicate label or lot deactivated", body = Problem),
-        (status = 422, description = "Unknown slot type or bad label", body = Problem),
-    )
-)]
-#[post("/lots/{lot_id}/slots")]
-pub async fn create_slot(
-    state: State,
-    caller: Authenticated,
-    meta: RequestMeta,
-    path: web::Path<Uuid>,
-    body: web::Json<CreateSlotRequest>,
-) -> ApiResult<HttpResponse> {
-    let lot_id = path.into_inner();
-    let b = body.into_inner();
-    let slot_type = slot_type(&b.slot_type)?;
-    let ctx = state.context(Some(caller.0), &meta);
-    let slot_id = state
-        .commands
-        .add_slot(&ctx, lot_id, b.label, slot_type)
-        .await?;
-    let slot = slots::get(&state.pool, slot_id, state.now())
-        .await?
-        .ok_or_else(|| ApiError::internal("slot read model did not record a new slot"))?;
-    Ok(created(None, slot))
-}
-
-/// A lot's slots with their status now.
-#[utoipa::path(
-    tag = "slots",
-    params(("lot_id" = Uuid, Path), PageQuery),
-    responses((status = 200, body = Page<SlotView>), (status = 404, body = Problem))
-)]
-#[get("/lots/{lot_id}/slots")]
-pub async fn list_slots(
-    state: State,
-    path: web::Path<Uuid>,
-    query: web::Query<PageQuery>,
-) -> ApiResult<HttpResponse> {
-    let lot_id = path.into_inner();
-    let page = page_request(query.page, query.per_page)?;
-    lot_view(&state, lot_id).await?;
-    Ok(HttpResponse::Ok().json(slots::for_lot(&state.pool, lot_id, page, state.now()).await?))
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NearbyQuery {
@@ -353,41 +281,4 @@ pub async fn nearby(
         lot: near.lot.for_viewer(viewer.0.as_ref()),
         ..near
     })))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AvailabilityQuery {
-    /// Start of the range (inclusive), RFC 3339.
-    pub from: DateTime<Utc>,
-    /// End of the range (exclusive), RFC 3339.
-    pub to: DateTime<Utc>,
-    /// `standard`, `disabled` or `ev_charging`; all types when absent.
-    pub slot_type: Option<String>,
-}
-
-/// The lot's slots that are free for the whole range.
-#[utoipa::path(
-    tag = "slots",
-    params(("lot_id" = Uuid, Path), AvailabilityQuery),
-    responses(
-        (status = 200, body = Availability),
-        (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 422, description = "`to` not after `from`, or unknown slot type", body = Problem),
-    )
-)]
-#[get("/lots/{lot_id}/availability")]
-pub async fn availability(
-    state: State,
-    path: web::Path<Uuid>,
-    query: web::Query<AvailabilityQuery>,
-) -> ApiResult<HttpResponse> {
-    let lot_id = path.into_inner();
-    let q = query.into_inner();
-    let range = TimeRange::new(q.from, q.to)
-        .map_err(|e| ApiError::invalid("invalid_range", e.to_string()))?;
-    let slot_type = q.slot_type.as_deref().map(slot_type).transpose()?;
-    lot_view(&state, lot_id).await?;
-    let free = slots::availability(&state.pool, lot_id, range, slot_type, state.now()).await?;
-    Ok(HttpResponse::Ok().json(free))
 }
