@@ -93,6 +93,12 @@ async fn every_accepted_command_is_an_event_row_with_its_metadata() {
     assert!(recorded_at_is_set);
 }
 
+/// Snapshots often enough that every load in these tests starts from one.
+const EVERY_FIVE: Snapshots = Snapshots::Every {
+    every: 5,
+    schema: 1,
+};
+
 fn at(hour: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap() + Duration::hours(hour)
 }
@@ -144,10 +150,7 @@ async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String
 #[tokio::test]
 async fn a_snapshotted_slot_loads_exactly_as_a_full_replay() {
     let app = spawn_app().await;
-    let snapshots = Snapshots::Every {
-        every: 5,
-        schema: 1,
-    };
+    let snapshots = EVERY_FIVE;
     let slot_id = busy_slot(&app, snapshots).await;
 
     let with_snapshots = PgEventStore::<Slot>::new(app.db.clone(), snapshots);
@@ -183,10 +186,7 @@ async fn a_snapshotted_slot_loads_exactly_as_a_full_replay() {
 #[tokio::test]
 async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
     let app = spawn_app().await;
-    let snapshots = Snapshots::Every {
-        every: 5,
-        schema: 1,
-    };
+    let snapshots = EVERY_FIVE;
     let slot_id = busy_slot(&app, snapshots).await;
     let replayed = PgEventStore::<Slot>::new(app.db.clone(), Snapshots::Never)
         .load_aggregate(&slot_id)
