@@ -44,3 +44,55 @@ drop_test_databases() {
     psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
   done
 }
+
+# --- Kafka-protocol broker for development and tests -------------------------------------------
+# tansu (Apache-2.0, Kafka-compatible, in Rust): there is no Docker, Apache Kafka or Redpanda on
+# this machine kind. Built once per machine with `cargo install`, kept in the git-ignored .tools/
+# directory and in a machine-wide cache that fresh clones (CI) copy instead of rebuilding.
+TANSU_VERSION=0.6.0
+KAFKA_HOST=${KAFKA_HOST:-127.0.0.1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+TOOLS_DIR=${TOOLS_DIR:-$PWD/.tools}
+TOOLS_CACHE=${TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/parking-tools}
+TANSU_BIN=$TOOLS_DIR/bin/tansu
+
+ensure_tansu() {
+  if [ -x "$TANSU_BIN" ] && [ "$(cat "$TOOLS_DIR/tansu.version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+    return 0
+  fi
+  mkdir -p "$TOOLS_DIR/bin"
+  local cached=$TOOLS_CACHE/tansu-$TANSU_VERSION/bin/tansu
+  if [ ! -x "$cached" ]; then
+    log "building the tansu $TANSU_VERSION broker (once per machine, ~12 min on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
+      --root "$TOOLS_CACHE/tansu-$TANSU_VERSION"
+  fi
+  cp "$cached" "$TANSU_BIN"
+  echo "$TANSU_VERSION" >"$TOOLS_DIR/tansu.version"
+}
+
+broker_ready() {
+  (exec 3<>"/dev/tcp/$KAFKA_HOST/$KAFKA_PORT") 2>/dev/null
+}
+
+# Starts the broker on $KAFKA_HOST:$KAFKA_PORT unless something already listens there. Its log
+# and pid go to .tools/. Storage is in memory: a restart forgets every topic, which the relay
+# re-creates at start-up.
+ensure_broker() {
+  ensure_tansu
+  if broker_ready; then
+    return 0
+  fi
+  log "starting the tansu broker on $KAFKA_HOST:$KAFKA_PORT"
+  nohup "$TANSU_BIN" broker \
+    --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ >"$TOOLS_DIR/tansu.log" 2>&1 &
+  echo $! >"$TOOLS_DIR/tansu.pid"
+  for _ in $(seq 1 100); do
+    broker_ready && return 0
+    sleep 0.1
+  done
+  echo "the broker did not start; see $TOOLS_DIR/tansu.log" >&2
+  return 1
+}

@@ -147,6 +147,7 @@ pub async fn middleware(
         status: head.status().as_u16(),
         content_type: header(CONTENT_TYPE),
         location: header(LOCATION),
+        event_position: header(crate::consistency::EVENT_POSITION).and_then(|v| v.parse().ok()),
         body: bytes.to_vec(),
     });
     record(state.pool.clone(), scope, key, outcome).await;
@@ -200,6 +201,9 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     }
     if let Some(location) = stored.location {
         response.insert_header((LOCATION, location));
+    }
+    if let Some(position) = stored.event_position {
+        response.insert_header((crate::consistency::EVENT_POSITION, position));
     }
     response.body(stored.body)
 }

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod consistency;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;

@@ -5,14 +5,10 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
-use parking_commands::{Commands, Queries, Settings};
+use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
-use parking_infra::{db, Config, SystemClock};
-use parking_projections::bookings::BookingsProjection;
-use parking_projections::lots::LotsProjection;
-use parking_projections::slots::SlotsProjection;
-use parking_projections::users::UsersProjection;
-use parking_projections::ReadModel;
+use parking_infra::{db, Config, EventLog, SystemClock};
+use parking_projections::{Projections, StoreTail};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -31,15 +27,8 @@ pub struct Application {
     server: Server,
 }
 
-/// The write side with the read models it keeps up to date.
-pub fn commands(pool: &PgPool, config: &Config) -> Commands {
-    let queries = Queries {
-        users: vec![ReadModel::boxed(pool.clone(), UsersProjection)],
-        lots: vec![ReadModel::boxed(pool.clone(), LotsProjection)],
-        slots: vec![ReadModel::boxed(pool.clone(), SlotsProjection)],
-        bookings: vec![ReadModel::boxed(pool.clone(), BookingsProjection)],
-        ..Queries::default()
-    };
+/// The write side, appending to `log`.
+pub fn commands(log: &EventLog, config: &Config) -> Commands {
     let settings = Settings {
         bcrypt_cost: config.bcrypt_cost,
         booking_policy: BookingPolicy {
@@ -47,7 +36,7 @@ pub fn commands(pool: &PgPool, config: &Config) -> Commands {
             ..BookingPolicy::default()
         },
     };
-    Commands::new(pool.clone(), Arc::new(SystemClock), settings, queries)
+    Commands::new(log.clone(), Arc::new(SystemClock), settings)
 }
 
 impl Application {
@@ -55,8 +44,14 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::pool(&config.database_url, config.database_max_connections)?;
         db::migrate(&pool).await?;
+        let log = EventLog::new(pool.clone());
+        tokio::spawn(log.clone().watch());
+        let projections = Projections::new(pool.clone(), parking_projections::all());
+        projections.start(StoreTail::shared(log.clone()));
         let state = Arc::new(AppState {
-            commands: commands(&pool, config),
+            commands: commands(&log, config),
+            projections,
+            read_wait: config.read_wait,
             tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
             login_throttle: LoginThrottle::new(
                 config.login_max_failures,
@@ -89,6 +84,7 @@ impl Application {
                 .route("/docs", web::get().to(docs_redirect))
                 .default_service(web::to(error::route_not_found))
                 .wrap(error::problem_json_everywhere())
+                .wrap(middleware::from_fn(crate::consistency::middleware))
                 .wrap(middleware::from_fn(crate::idempotency::middleware))
                 .wrap(middleware::from_fn(crate::request_id::middleware))
         })

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use parking_commands::{CommandContext, Commands};
+use parking_commands::{CommandContext, Commands, PositionCell};
 use parking_domain::Actor;
+use parking_projections::Projections;
 use sqlx::PgPool;
 
 use actix_web::{FromRequest, HttpMessage};
@@ -20,6 +21,9 @@ pub struct AppState {
     pub tokens: Tokens,
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
+    pub projections: Projections,
+    /// How long a request waits for the read models (`READ_WAIT_MS`).
+    pub read_wait: std::time::Duration,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;
@@ -33,7 +37,13 @@ impl AppState {
             self.commands.clock().now(),
         );
         ctx.idempotency_key = meta.idempotency_key.clone();
-        ctx
+        ctx.with_position_cell(meta.written.clone())
+    }
+
+    /// Waits until the read models show what `ctx`'s commands wrote, so that the answer of a
+    /// write can be read from them.
+    pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), crate::error::ApiError> {
+        self.caught_up_to(ctx.position()).await
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -46,6 +56,8 @@ impl AppState {
 pub struct RequestMeta {
     pub request_id: RequestId,
     pub idempotency_key: Option<String>,
+    /// Where the request's commands note their log position (`X-Event-Position`).
+    pub written: PositionCell,
 }
 
 impl FromRequest for RequestMeta {
@@ -64,9 +76,16 @@ impl FromRequest for RequestMeta {
             .extensions()
             .get::<IdempotencyKey>()
             .map(|k| k.0.clone());
+        // Outside the consistency middleware (unit tests) nobody reads it: a fresh cell.
+        let written = req
+            .extensions()
+            .get::<PositionCell>()
+            .cloned()
+            .unwrap_or_default();
         std::future::ready(Ok(Self {
             request_id,
             idempotency_key,
+            written,
         }))
     }
 }

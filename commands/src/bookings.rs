@@ -66,7 +66,7 @@ impl Commands {
         let booking_id = ctx.new_id("booking");
         if ctx.may_be_retry() {
             if let Some(made) = self
-                .made_by_first_attempt(booking_id, driver.user_id, &request)
+                .made_by_first_attempt(ctx, booking_id, driver.user_id, &request)
                 .await?
             {
                 return Ok(made);
@@ -119,9 +119,10 @@ impl Commands {
     }
 
     /// For a retried request (one with an idempotency key): the booking its first attempt
-    /// created, if it got that far, with the booking's read models brought up to date.
+    /// created, if it got that far, with its position noted in `ctx`.
     async fn made_by_first_attempt(
         &self,
+        ctx: &CommandContext,
         booking_id: Uuid,
         driver: Uuid,
         request: &BookingRequest,
@@ -137,7 +138,7 @@ impl Commands {
         if !same {
             return Err(key_reused());
         }
-        self.bookings.refresh_read_models(&key).await;
+        self.bookings.observe_history(ctx).await?;
         Ok(Some(CreatedBooking {
             booking_id,
             price: made.price,

@@ -1,17 +1,19 @@
 //! Executes commands on one aggregate type.
 //!
-//! This is cqrs-es's `CqrsFramework::execute_with_metadata` (load, handle, commit, dispatch
-//! to queries) with two differences that the rest of the system needs, see
-//! `docs/adr/0003-command-bus.md`: it returns the committed envelopes (ids, sequences, later
-//! positions), and it retries a command whose commit lost an optimistic-concurrency race, on a
-//! freshly loaded aggregate, so the rules are always checked against the latest state.
+//! This is cqrs-es's `CqrsFramework::execute_with_metadata` (load, handle, commit) with the
+//! differences the rest of the system needs, see `docs/adr/0003-command-bus.md`: it returns
+//! the committed envelopes; it retries a command whose commit lost an optimistic-concurrency
+//! race, on a freshly loaded aggregate, so the rules are always checked against the latest
+//! state; and instead of running queries in-process it numbers the new events in the global
+//! log and records their position in the command's context. Read models follow the log on
+//! their own (`parking-projections`); a response that must show its writes waits for them.
 
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore, Query};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use parking_domain::RuleError;
-use parking_infra::PgEventStore;
+use parking_infra::{EventLog, PgEventStore};
 
 use crate::context::CommandContext;
 use crate::error::{from_aggregate, CommandError};
@@ -23,7 +25,7 @@ const MAX_ATTEMPTS: u32 = 24;
 pub struct Bus<A: Aggregate> {
     store: PgEventStore<A>,
     services: A::Services,
-    queries: Vec<Box<dyn Query<A>>>,
+    log: EventLog,
 }
 
 impl<A> Bus<A>
@@ -32,15 +34,11 @@ where
     A::Command: Clone,
     A::Error: RuleError,
 {
-    pub fn new(
-        store: PgEventStore<A>,
-        services: A::Services,
-        queries: Vec<Box<dyn Query<A>>>,
-    ) -> Self {
+    pub fn new(store: PgEventStore<A>, services: A::Services, log: EventLog) -> Self {
         Self {
             store,
             services,
-            queries,
+            log,
         }
     }
 
@@ -54,12 +52,16 @@ where
         Ok(context.aggregate)
     }
 
-    /// Brings this aggregate's read models up to its stream, for a request that found its work
-    /// already done (a retry) and so committed nothing that would have updated them.
-    pub async fn refresh_read_models(&self, aggregate_id: &str) {
-        for query in &self.queries {
-            query.dispatch(aggregate_id, &[]).await;
-        }
+    /// Records in `ctx` a position that covers everything committed so far, for a request
+    /// that found its work already done (a retry) and so wrote nothing itself.
+    pub async fn observe_history(&self, ctx: &CommandContext) -> Result<(), CommandError> {
+        let head = self
+            .log
+            .sequence()
+            .await
+            .map_err(|e| CommandError::Infrastructure(e.into()))?;
+        ctx.record_position(head);
+        Ok(())
     }
 
     /// Whether `command` would be accepted now, without recording anything.
@@ -86,6 +88,15 @@ where
                 .attempt(aggregate_id, command.clone(), metadata.clone())
                 .await
             {
+                Ok(committed) if committed.is_empty() => return Ok(committed),
+                Ok(committed) => {
+                    // Committed: number the events. Should that fail, they are numbered by the
+                    // next sequencing from anyone; this answer cannot promise a position, so it
+                    // is an error, and the client's retry (same Idempotency-Key) finds the
+                    // work done.
+                    self.observe_history(ctx).await?;
+                    return Ok(committed);
+                }
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, "lost a concurrent append; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
@@ -113,16 +124,9 @@ where
             .handle(command, &self.services, &sink)
             .await
             .map_err(AggregateError::UserError)?;
-        let committed = self
-            .store
+        self.store
             .commit(sink.collect().await, context, metadata)
-            .await?;
-        if !committed.is_empty() {
-            for query in &self.queries {
-                query.dispatch(aggregate_id, &committed).await;
-            }
-        }
-        Ok(committed)
+            .await
     }
 }
 

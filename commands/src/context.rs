@@ -1,6 +1,8 @@
 //! The metadata every event carries: who, why, and as part of what.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -24,6 +26,24 @@ pub struct CommandContext {
     pub causation_id: String,
     pub idempotency_key: Option<String>,
     pub now: DateTime<Utc>,
+    /// The log position that covers every event this request recorded or found recorded,
+    /// shared by the contexts of its steps (see [`CommandContext::position`]).
+    position: PositionCell,
+}
+
+/// Where a request's commands note the log position of what they wrote; its clones share it,
+/// so whoever made the context (the HTTP layer) can read it after the commands ran.
+#[derive(Debug, Clone, Default)]
+pub struct PositionCell(Arc<AtomicI64>);
+
+impl PositionCell {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn record(&self, position: i64) {
+        self.0.fetch_max(position, Ordering::AcqRel);
+    }
 }
 
 impl CommandContext {
@@ -37,6 +57,7 @@ impl CommandContext {
             request_id,
             idempotency_key: None,
             now,
+            position: PositionCell::default(),
         }
     }
 
@@ -78,6 +99,23 @@ impl CommandContext {
             }
             None => Uuid::new_v4(),
         }
+    }
+
+    /// The global log position at which everything this request wrote, or found already
+    /// written by an earlier attempt, is part of the history: read models that have reached it
+    /// show the request's effects. 0 when it wrote nothing.
+    pub fn position(&self) -> i64 {
+        self.position.get()
+    }
+
+    /// Makes this context note its position in `cell` (shared with the caller).
+    pub fn with_position_cell(mut self, cell: PositionCell) -> Self {
+        self.position = cell;
+        self
+    }
+
+    pub(crate) fn record_position(&self, position: i64) {
+        self.position.record(position);
     }
 
     /// Whether this command is a request that may be a retry (it carries an idempotency key).

@@ -19,8 +19,8 @@ mod users;
 
 pub use bookings::{BookingRequest, CreatedBooking};
 pub use bus::Bus;
-pub use context::CommandContext;
+pub use context::{CommandContext, PositionCell};
 pub use error::CommandError;
 pub use lots::SlotChanges;
-pub use service::{Commands, Queries, Settings};
+pub use service::{Commands, Settings};
 pub use users::{password, NewUser};

@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use cqrs_es::Query;
 use parking_domain::booking::{Booking, BookingPolicy};
 use parking_domain::lot::ParkingLot;
 use parking_domain::slot::Slot;
 use parking_domain::user::{EmailClaim, User};
 use parking_infra::event_store::Snapshots;
-use parking_infra::{Clock, PgEventStore};
-use sqlx::PgPool;
+use parking_infra::{Clock, EventLog, PgEventStore};
 
 use crate::bus::Bus;
 
@@ -17,16 +15,6 @@ use crate::bus::Bus;
 pub struct Settings {
     pub bcrypt_cost: u32,
     pub booking_policy: BookingPolicy,
-}
-
-/// Read-model updaters run after each commit, per aggregate type.
-#[derive(Default)]
-pub struct Queries {
-    pub users: Vec<Box<dyn Query<User>>>,
-    pub claims: Vec<Box<dyn Query<EmailClaim>>>,
-    pub lots: Vec<Box<dyn Query<ParkingLot>>>,
-    pub slots: Vec<Box<dyn Query<Slot>>>,
-    pub bookings: Vec<Box<dyn Query<Booking>>>,
 }
 
 /// Snapshot schema of the slot calendar; bump it when `Slot`'s serialized state changes.
@@ -47,11 +35,12 @@ pub struct Commands {
 }
 
 impl Commands {
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, settings: Settings, queries: Queries) -> Self {
+    pub fn new(log: EventLog, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+        let pool = log.pool().clone();
         use Snapshots::{Every, Never};
         Self {
-            users: Bus::new(PgEventStore::new(pool.clone(), Never), (), queries.users),
-            claims: Bus::new(PgEventStore::new(pool.clone(), Never), (), queries.claims),
+            users: Bus::new(PgEventStore::new(pool.clone(), Never), (), log.clone()),
+            claims: Bus::new(PgEventStore::new(pool.clone(), Never), (), log.clone()),
             // A lot's stream grows with its slots; a slot's with its bookings.
             lots: Bus::new(
                 PgEventStore::new(
@@ -62,7 +51,7 @@ impl Commands {
                     },
                 ),
                 (),
-                queries.lots,
+                log.clone(),
             ),
             slots: Bus::new(
                 PgEventStore::new(
@@ -73,13 +62,9 @@ impl Commands {
                     },
                 ),
                 (),
-                queries.slots,
+                log.clone(),
             ),
-            bookings: Bus::new(
-                PgEventStore::new(pool, Never),
-                settings.booking_policy,
-                queries.bookings,
-            ),
+            bookings: Bus::new(PgEventStore::new(pool, Never), settings.booking_policy, log),
             clock,
             settings,
             decoy_hash: tokio::sync::OnceCell::new(),

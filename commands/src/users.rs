@@ -58,7 +58,7 @@ impl Commands {
                 self.claims
                     .execute(&claim_id, ClaimCommand::Confirm { user_id }, ctx)
                     .await?;
-                self.users.refresh_read_models(&user_id.to_string()).await;
+                self.users.observe_history(ctx).await?;
                 return Ok(user_id);
             }
         }

@@ -44,6 +44,25 @@ pub struct Config {
     pub login_failure_window: Duration,
     /// `LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
+    /// `READ_WAIT_MS`: how long a read waits for the read models to reach `X-Min-Position`,
+    /// and a write for its own effects to show, before answering 503 (default 5000).
+    pub read_wait: Duration,
+    /// `KAFKA_BROKERS`: bootstrap servers (`host:port,...`). Unset: no Kafka; projections
+    /// read the event store's tail in-process.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// Where and how events are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// `RELAY_ENABLED`: whether `serve` runs the relay in-process (default true; at most one
+    /// relay per database is active, the others wait).
+    pub relay_in_server: bool,
+    /// `KAFKA_TOPIC_PARTITIONS` (default 6), used when the relay creates a missing topic.
+    pub partitions: i32,
+    /// `KAFKA_REPLICATION_FACTOR` (default 1; 3 on a production cluster).
+    pub replication_factor: i32,
 }
 
 impl Config {
@@ -111,6 +130,28 @@ impl Config {
                     })
                 }
             },
+            read_wait: Duration::from_millis(within(
+                parse(&get, "READ_WAIT_MS", 5000)?,
+                "READ_WAIT_MS",
+                0..=60_000,
+            )?),
+            kafka: match get("KAFKA_BROKERS") {
+                None => None,
+                Some(brokers) => Some(KafkaConfig {
+                    brokers: brokers.trim().to_owned(),
+                    relay_in_server: parse(&get, "RELAY_ENABLED", true)?,
+                    partitions: within(
+                        parse(&get, "KAFKA_TOPIC_PARTITIONS", 6)?,
+                        "KAFKA_TOPIC_PARTITIONS",
+                        1..=1000,
+                    )?,
+                    replication_factor: within(
+                        parse(&get, "KAFKA_REPLICATION_FACTOR", 1)?,
+                        "KAFKA_REPLICATION_FACTOR",
+                        1..=10,
+                    )?,
+                }),
+            },
         })
     }
 }
@@ -171,6 +212,20 @@ mod tests {
         assert_eq!(c.bind_addr.to_string(), DEFAULT_BIND_ADDR);
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.booking_hold, chrono::Duration::minutes(15));
+        assert!(c.kafka.is_none(), "no Kafka unless configured");
+    }
+
+    #[test]
+    fn kafka_settings_come_with_the_brokers() {
+        let c = config(&[
+            ("KAFKA_BROKERS", " 127.0.0.1:9092 "),
+            ("RELAY_ENABLED", "false"),
+        ])
+        .unwrap();
+        let kafka = c.kafka.unwrap();
+        assert_eq!(kafka.brokers, "127.0.0.1:9092");
+        assert!(!kafka.relay_in_server);
+        assert_eq!((kafka.partitions, kafka.replication_factor), (6, 1));
     }
 
     #[test]
@@ -184,6 +239,9 @@ mod tests {
     fn a_malformed_value_names_the_variable() {
         let err = config(&[("BIND_ADDR", "nowhere")]).unwrap_err();
         assert_eq!(err.name, "BIND_ADDR");
+        let err =
+            config(&[("KAFKA_BROKERS", "b:9092"), ("KAFKA_TOPIC_PARTITIONS", "0")]).unwrap_err();
+        assert_eq!(err.name, "KAFKA_TOPIC_PARTITIONS");
     }
 
     #[test]
@@ -201,6 +259,7 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("JWT_SECRET", "short"),
             ("JWT_TTL_SECONDS", "5"),
+            ("READ_WAIT_MS", "600000"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");

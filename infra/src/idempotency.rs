@@ -14,6 +14,8 @@ pub struct StoredResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub location: Option<String>,
+    /// The `X-Event-Position` of the answer, if it wrote anything.
+    pub event_position: Option<i64>,
     pub body: Vec<u8>,
 }
 
@@ -60,10 +62,11 @@ pub async fn claim(
         Option<i16>,
         Option<String>,
         Option<String>,
+        Option<i64>,
         Option<Vec<u8>>,
     );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT fingerprint, state, status, content_type, location, body
+        "SELECT fingerprint, state, status, content_type, location, event_position, body
            FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
@@ -74,11 +77,14 @@ pub async fn claim(
         // Abandoned between our two statements: the caller may simply retry.
         None => Claim::InProgress,
         Some((stored, ..)) if stored != fingerprint => Claim::Mismatch,
-        Some((_, state, Some(status), content_type, location, body)) if state == "done" => {
+        Some((_, state, Some(status), content_type, location, event_position, body))
+            if state == "done" =>
+        {
             Claim::Replay(StoredResponse {
                 status: status as u16,
                 content_type,
                 location,
+                event_position,
                 body: body.unwrap_or_default(),
             })
         }
@@ -93,7 +99,8 @@ pub async fn complete(
     response: &StoredResponse,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', status = $3, content_type = $4, location = $5, body = $6
+        "UPDATE idempotency_keys SET state = 'done', status = $3, content_type = $4, location = $5, body = $6,
+                event_position = $7
           WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
@@ -102,6 +109,7 @@ pub async fn complete(
     .bind(&response.content_type)
     .bind(&response.location)
     .bind(&response.body)
+    .bind(response.event_position)
     .execute(pool)
     .await?;
     Ok(())

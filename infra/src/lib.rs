@@ -12,9 +12,11 @@ pub mod config;
 pub mod db;
 pub mod event_store;
 pub mod idempotency;
+pub mod log;
 pub mod telemetry;
 pub mod upcasting;
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use event_store::PgEventStore;
+pub use log::{EventLog, LoggedEvent};

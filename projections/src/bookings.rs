@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::hook::Projection;
+use crate::model::Projection;
 use crate::page::{Page, PageRequest, Sort};
 use crate::{aggregate_uuid, occurred_at};
 
@@ -19,6 +19,10 @@ pub struct BookingsProjection;
 impl Projection<Booking> for BookingsProjection {
     fn name(&self) -> &'static str {
         "bookings"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_bookings"]
     }
 
     async fn apply(

@@ -10,17 +10,33 @@
 #![forbid(unsafe_code)]
 
 pub mod bookings;
-mod hook;
 pub mod lots;
+mod model;
 pub mod page;
+pub mod runtime;
 pub mod slots;
 pub mod users;
 
-pub use hook::ReadModel;
+pub use model::{projection, Projection, ProjectionError, ReadModel};
 pub use page::{Page, PageRequest, Sort};
+pub use runtime::{EventSource, Lagging, Projections, StoreTail};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
+use parking_domain::booking::Booking;
+use parking_domain::lot::ParkingLot;
+use parking_domain::slot::Slot;
+use parking_domain::user::User;
+
+/// Every read model of the system, as the projector runs them.
+pub fn all() -> Vec<Box<dyn ReadModel>> {
+    vec![
+        projection::<User, _>(users::UsersProjection),
+        projection::<ParkingLot, _>(lots::LotsProjection),
+        projection::<Slot, _>(slots::SlotsProjection),
+        projection::<Booking, _>(bookings::BookingsProjection),
+    ]
+}
 
 /// The event's aggregate id as the UUID every one of our streams is named by.
 pub(crate) fn aggregate_uuid<A: Aggregate>(

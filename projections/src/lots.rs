@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::hook::Projection;
+use crate::model::Projection;
 use crate::page::{Page, PageRequest, Sort};
 use crate::{aggregate_uuid, occurred_at, slots};
 
@@ -20,6 +20,10 @@ pub struct LotsProjection;
 impl Projection<ParkingLot> for LotsProjection {
     fn name(&self) -> &'static str {
         "lots"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_lots", "rm_slots"]
     }
 
     async fn apply(

@@ -13,8 +13,8 @@ use parking_domain::slot::{Slot, SlotEvent};
 use parking_domain::time::TimeRange;
 
 use crate::aggregate_uuid;
-use crate::hook::Projection;
 use crate::lots::with_clock;
+use crate::model::Projection;
 use crate::page::{Page, PageRequest};
 
 /// A slot's status at `clock.now`, for a row `s` of `rm_slots_live`:
@@ -84,6 +84,10 @@ pub struct SlotsProjection;
 impl Projection<Slot> for SlotsProjection {
     fn name(&self) -> &'static str {
         "slots"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_slot_service"]
     }
 
     async fn apply(

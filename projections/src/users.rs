@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::hook::Projection;
+use crate::model::Projection;
 use crate::{aggregate_uuid, occurred_at};
 
 pub struct UsersProjection;
@@ -17,6 +17,10 @@ pub struct UsersProjection;
 impl Projection<User> for UsersProjection {
     fn name(&self) -> &'static str {
         "users"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_users"]
     }
 
     async fn apply(

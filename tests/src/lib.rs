@@ -52,6 +52,14 @@ impl Reply {
             .unwrap_or_else(|| panic!("no id in {self:?}"))
     }
 
+    /// The `X-Event-Position` of a write's answer.
+    pub fn position(&self) -> Option<i64> {
+        self.headers
+            .get("x-event-position")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
@@ -75,6 +83,11 @@ impl Reply {
 
 /// Starts the app on a fresh database and returns once it listens.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with extra configuration variables.
+pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
     let db_name = format!("parking_test_{}", Uuid::new_v4().simple());
     let server = server_url();
     let mut admin = PgConnection::connect(&format!("{server}/postgres"))
@@ -93,6 +106,10 @@ pub async fn spawn_app() -> TestApp {
         ("JWT_SECRET", JWT_SECRET.to_owned()),
         ("BCRYPT_COST", "4".to_owned()),
     ]);
+    let vars: HashMap<&str, String> = vars
+        .into_iter()
+        .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect();
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
     parking_infra::telemetry::init(parking_infra::telemetry::LogFormat::Pretty);
     let app = Application::build(&config).await.expect("build app");
@@ -185,6 +202,18 @@ impl TestApp {
         self.request(Method::GET, path, token, None).await
     }
 
+    /// GETs once the read models have reached `position` (`X-Min-Position`).
+    pub async fn get_at(&self, path: &str, token: Option<&str>, position: i64) -> Reply {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .header("x-min-position", position.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::reply(request.send().await.expect("request sent")).await
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
         self.request(Method::POST, path, token, Some(body)).await
     }
@@ -238,7 +267,8 @@ impl TestApp {
         ]);
         let config = Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
         let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
-        let commands = parking_api::startup::commands(&self.db, &config);
+        let commands =
+            parking_api::startup::commands(&parking_infra::EventLog::new(self.db.clone()), &config);
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),
@@ -250,6 +280,9 @@ impl TestApp {
             .register_user(&ctx, new)
             .await
             .expect("admin created");
+        // Signing in reads the users read model, which the server's projector writes.
+        let caught_up = self.get_at("/health", None, ctx.position()).await;
+        assert_eq!(caught_up.status, StatusCode::OK, "{caught_up:?}");
         let login = self.login(&email, PASSWORD).await;
         (login.body["access_token"].as_str().unwrap().to_owned(), id)
     }

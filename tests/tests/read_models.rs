@@ -1,95 +1,109 @@
-//! Read models apply each stream's events in order, whatever order updates arrive in.
+//! The projector runtime: read models follow the global log in order, record their progress
+//! with their rows, never skip, and can be rebuilt from history with the same result.
 
-use chrono::Utc;
-use cqrs_es::{EventStore, Query};
-use parking_commands::{Bus, CommandContext};
-use parking_domain::geo::GeoPoint;
-use parking_domain::lot::{LotChanges, LotCommand, LotDetails, ParkingLot};
-use parking_domain::money::{Currency, Money};
-use parking_domain::{Actor, Role};
-use parking_infra::event_store::Snapshots;
-use parking_infra::PgEventStore;
-use parking_projections::lots::LotsProjection;
-use parking_projections::ReadModel;
+use async_trait::async_trait;
+use parking_infra::{EventLog, LoggedEvent};
+use parking_projections::{EventSource, ProjectionError, Projections, ReadModel, StoreTail};
 use parking_tests::spawn_app;
-use uuid::Uuid;
+use serde_json::json;
+use sqlx::PgConnection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Records each position it sees in `seen`, and fails on the event at `fail_at` while told to.
+struct Recorder {
+    fail_at: i64,
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ReadModel for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["seen"]
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &LoggedEvent,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query("INSERT INTO seen (position) VALUES ($1)")
+            .bind(event.global_position)
+            .execute(&mut *db)
+            .await?;
+        if event.global_position == self.fail_at && self.failing.load(Ordering::SeqCst) {
+            return Err(sqlx::Error::Protocol("made to fail".into()).into());
+        }
+        Ok(())
+    }
+}
 
 #[tokio::test]
-async fn late_and_out_of_order_updates_leave_the_newest_state() {
+async fn a_failed_batch_records_nothing_and_is_applied_once_when_retried() {
     let app = spawn_app().await;
-    // Record three lot events with no read model attached.
-    let bus = Bus::new(
-        PgEventStore::<ParkingLot>::new(app.db.clone(), Snapshots::Never),
-        (),
-        Vec::new(),
-    );
-    let owner = Actor {
-        user_id: Uuid::new_v4(),
-        role: Role::ParkingOwner,
-    };
-    let ctx = CommandContext::for_request(Some(owner), "test".into(), Utc::now());
-    let lot_id = Uuid::new_v4().to_string();
-    let details = LotDetails {
-        name: "First".into(),
-        address: "1 Main St".into(),
-        city: "Lyon".into(),
-        location: GeoPoint::new(45.0, 4.0).unwrap(),
-        hourly_rate: Money::new(100, Currency::parse("EUR").unwrap()).unwrap(),
-        description: None,
-        camera_url: None,
-    };
-    bus.execute(
-        &lot_id,
-        LotCommand::Register {
-            actor: owner,
-            details,
-        },
-        &ctx,
-    )
-    .await
-    .unwrap();
-    let rename = |name: &str| LotCommand::Update {
-        actor: owner,
-        changes: LotChanges {
-            name: Some(name.into()),
-            ..LotChanges::default()
-        },
-    };
-    bus.execute(&lot_id, rename("Second"), &ctx).await.unwrap();
-    let rate = LotCommand::Update {
-        actor: owner,
-        changes: LotChanges {
-            hourly_rate_minor: Some(300),
-            ..LotChanges::default()
-        },
-    };
-    bus.execute(&lot_id, rate, &ctx).await.unwrap();
-    let events = PgEventStore::<ParkingLot>::new(app.db.clone(), Snapshots::Never)
-        .load_events(&lot_id)
+    // Some history: a few users and a lot with a slot.
+    let fx = app.lot_with_slot().await;
+    let head = EventLog::new(app.db.clone()).sequence().await.unwrap();
+    assert!(head >= 5, "{head}");
+    sqlx::query("CREATE TABLE seen (position bigint NOT NULL)")
+        .execute(&app.db)
         .await
         .unwrap();
-    assert_eq!(events.len(), 3);
 
-    // The after-commit updates arrive newest first, as racing requests may deliver them.
-    let read_model = ReadModel::<ParkingLot, _>::new(app.db.clone(), LotsProjection);
-    read_model.dispatch(&lot_id, &events[2..3]).await;
-    read_model.dispatch(&lot_id, &events[1..2]).await;
-    read_model.dispatch(&lot_id, &events[0..1]).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let recorder = Recorder {
+        fail_at: head - 1,
+        failing: failing.clone(),
+    };
+    let projections = Projections::new(app.db.clone(), vec![Box::new(recorder)]);
+    let source = StoreTail::shared(EventLog::new(app.db.clone()));
+    let err = projections.catch_up(source.as_ref()).await;
+    assert!(err.is_err(), "the recorder was made to fail");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let checkpoint = parking_projections::runtime::checkpoint(&app.db, "projection:recorder")
+        .await
+        .unwrap();
+    assert_eq!(
+        (seen, checkpoint),
+        (0, 0),
+        "the failed batch left rows or progress behind"
+    );
 
-    let (name, rate, version): (String, i64, i64) =
-        sqlx::query_as("SELECT name, hourly_rate_cents, version FROM rm_lots WHERE id = $1")
-            .bind(lot_id.parse::<Uuid>().unwrap())
+    failing.store(false, Ordering::SeqCst);
+    let reached = projections.catch_up(source.as_ref()).await.unwrap();
+    assert_eq!(reached, head);
+    let positions: Vec<i64> = sqlx::query_scalar("SELECT position FROM seen ORDER BY position")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "every event exactly once, in order"
+    );
+
+    // New events continue from the checkpoint, nothing earlier again.
+    app.post(
+        &format!("/api/v1/lots/{}/slots", fx.lot_id),
+        Some(&fx.owner_token),
+        json!({"label": "Z9", "slot_type": "standard"}),
+    )
+    .await;
+    let reached = projections.catch_up(source.as_ref()).await.unwrap();
+    assert!(reached > head);
+    let (count, distinct, max): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT position), max(position) FROM seen")
             .fetch_one(&app.db)
             .await
             .unwrap();
-    assert_eq!((name.as_str(), rate, version), ("Second", 300, 3));
-    let checkpoint: i64 =
-        sqlx::query_scalar("SELECT sequence FROM rm_stream_checkpoints WHERE aggregate_id = $1")
-            .bind(&lot_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(checkpoint, 3);
+    assert_eq!((count, distinct, max), (reached, reached, reached));
 }
 
 /// Every read-model table, as JSON rows in a stable order.
@@ -115,15 +129,8 @@ async fn read_model_rows(db: &sqlx::PgPool) -> Vec<(String, serde_json::Value)> 
 
 #[tokio::test]
 async fn read_models_rebuilt_from_history_equal_the_live_ones() {
-    use parking_domain::booking::Booking;
-    use parking_domain::slot::Slot;
-    use parking_domain::user::User;
-    use parking_projections::bookings::BookingsProjection;
-    use parking_projections::slots::SlotsProjection;
-    use parking_projections::users::UsersProjection;
     use parking_tests::hours_from_now;
     use reqwest::Method;
-    use serde_json::json;
 
     let app = spawn_app().await;
     let fx = app.lot_with_slot().await;
@@ -168,43 +175,21 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
     );
     let live = read_model_rows(&app.db).await;
 
-    sqlx::query(
-        "TRUNCATE rm_users, rm_lots, rm_slots, rm_slot_service, rm_bookings, rm_stream_checkpoints",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
-    let streams: Vec<(String, String)> =
-        sqlx::query_as("SELECT DISTINCT aggregate_type, aggregate_id FROM events")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
-    for (aggregate_type, id) in &streams {
-        let db = app.db.clone();
-        match aggregate_type.as_str() {
-            "user" => {
-                ReadModel::<User, _>::new(db, UsersProjection)
-                    .dispatch(id, &[])
-                    .await
-            }
-            "lot" => {
-                ReadModel::<ParkingLot, _>::new(db, LotsProjection)
-                    .dispatch(id, &[])
-                    .await
-            }
-            "slot" => {
-                ReadModel::<Slot, _>::new(db, SlotsProjection)
-                    .dispatch(id, &[])
-                    .await
-            }
-            "booking" => {
-                ReadModel::<Booking, _>::new(db, BookingsProjection)
-                    .dispatch(id, &[])
-                    .await
-            }
-            _ => {} // e-mail claims have no read model
-        }
-    }
+    // Throw the read models away (this test's server stops projecting first) and replay the
+    // whole history into them.
+    sqlx::query("TRUNCATE rm_users, rm_lots, rm_slots, rm_slot_service, rm_bookings")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE log_checkpoints SET position = 0 WHERE consumer LIKE 'projection:%'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let source: Arc<dyn EventSource> = StoreTail::shared(EventLog::new(app.db.clone()));
+    Projections::new(app.db.clone(), parking_projections::all())
+        .catch_up(source.as_ref())
+        .await
+        .unwrap();
     let rebuilt = read_model_rows(&app.db).await;
     for ((table, live), (_, rebuilt)) in live.iter().zip(&rebuilt) {
         assert_eq!(live, rebuilt, "{table} differs after a rebuild");

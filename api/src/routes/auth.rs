@@ -81,6 +81,7 @@ pub async fn register(
         role,
     };
     let user_id = state.commands.register_user(&ctx, new).await?;
+    state.caught_up(&ctx).await?;
     let user = users::get(&state.pool, user_id)
         .await?
         .ok_or_else(|| ApiError::internal("user read model did not record a new user"))?;

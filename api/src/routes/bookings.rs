@@ -82,6 +82,7 @@ pub async fn create(
         vehicle_number,
     };
     let booking = state.commands.book(&ctx, request).await?;
+    state.caught_up(&ctx).await?;
     let view = written(
         bookings::get(&state.pool, booking.booking_id).await?,
         "booking",
@@ -183,6 +184,7 @@ pub async fn cancel(
         .commands
         .cancel_booking(&ctx, booking_id, reason)
         .await?;
+    state.caught_up(&ctx).await?;
     Ok(HttpResponse::Ok().json(written(
         bookings::get(&state.pool, booking_id).await?,
         "booking",

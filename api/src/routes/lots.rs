@@ -117,6 +117,7 @@ pub async fn create(
     };
     let ctx = state.context(Some(caller.0), &meta);
     let lot_id = state.commands.register_lot(&ctx, details).await?;
+    state.caught_up(&ctx).await?;
     Ok(created(
         Some(format!("/api/v1/lots/{lot_id}")),
         written_lot(&state, lot_id, &caller.0).await?,
@@ -209,6 +210,7 @@ pub async fn update(
     };
     let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_lot(&ctx, lot_id, changes).await?;
+    state.caught_up(&ctx).await?;
     Ok(HttpResponse::Ok().json(written_lot(&state, lot_id, &caller.0).await?))
 }
 
@@ -231,6 +233,7 @@ pub async fn delete(
         .commands
         .deactivate_lot(&ctx, path.into_inner())
         .await?;
+    state.caught_up(&ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -59,6 +59,7 @@ pub async fn update(
     };
     let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_slot(&ctx, slot_id, changes).await?;
+    state.caught_up(&ctx).await?;
     let slot = written(slots::get(&state.pool, slot_id, state.now()).await?, "slot")?;
     Ok(HttpResponse::Ok().json(slot))
 }
@@ -108,6 +109,7 @@ pub async fn create(
         .commands
         .add_slot(&ctx, lot_id, b.label, slot_type)
         .await?;
+    state.caught_up(&ctx).await?;
     let slot = slots::get(&state.pool, slot_id, state.now())
         .await?
         .ok_or_else(|| ApiError::internal("slot read model did not record a new slot"))?;

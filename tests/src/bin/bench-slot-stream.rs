@@ -18,7 +18,7 @@ use parking_domain::lot::SlotType;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_infra::event_store::Snapshots;
-use parking_infra::PgEventStore;
+use parking_infra::{EventLog, PgEventStore};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ async fn slot_with_history(pool: &PgPool, history: i64) -> (String, i64) {
     let bus = Bus::new(
         PgEventStore::<Slot>::new(pool.clone(), SNAPSHOTS),
         (),
-        Vec::new(),
+        EventLog::new(pool.clone()),
     );
     let ctx = CommandContext::system("bench-seed".into(), Utc::now());
     let id = Uuid::new_v4().to_string();
@@ -83,7 +83,7 @@ async fn measure(pool: &PgPool, snapshots: Snapshots, id: &str, hour: i64, n: i6
     let bus = Bus::new(
         PgEventStore::<Slot>::new(pool.clone(), snapshots),
         (),
-        Vec::new(),
+        EventLog::new(pool.clone()),
     );
     let ctx = CommandContext::system("bench".into(), Utc::now());
     let started = Instant::now();

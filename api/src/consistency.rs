@@ -1,0 +1,90 @@
+//! Read-your-writes across the asynchronous read models.
+//!
+//! Commands are recorded in the event store; the read models follow the global log a few
+//! milliseconds later. A write answers with `X-Event-Position`, the log position covering
+//! what it recorded (its own body already shows its effects: the handler waits for them). A
+//! read that sends `X-Min-Position` is answered only once every read model has reached that
+//! position, waiting at most `READ_WAIT_MS`; after that it gets 503 `read_model_lagging`
+//! with `Retry-After`.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError};
+use parking_commands::PositionCell;
+
+use crate::error::ApiError;
+use crate::state::{AppState, State};
+
+pub const EVENT_POSITION: HeaderName = HeaderName::from_static("x-event-position");
+pub const MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
+
+fn parse_min_position(value: &HeaderValue) -> Result<i64, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|p| *p >= 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_min_position",
+                "X-Min-Position must be a non-negative integer, as sent in X-Event-Position",
+            )
+        })
+}
+
+impl AppState {
+    /// Waits until every read model shows the log up to `position`.
+    pub async fn caught_up_to(&self, position: i64) -> Result<(), ApiError> {
+        if position == 0 {
+            return Ok(());
+        }
+        self.projections
+            .wait_for(position, self.read_wait)
+            .await
+            .map_err(|lagging| {
+                tracing::warn!(%lagging, "read model behind the requested position");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_lagging",
+                    format!(
+                        "the read models have not yet reached position {position}; retry shortly"
+                    ),
+                )
+                .retry_after(1)
+            })
+    }
+}
+
+/// Middleware: honours `X-Min-Position` on reads and adds `X-Event-Position` to writes.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if let Some(value) = req.headers().get(&MIN_POSITION).filter(|_| reads) {
+        let waited = match parse_min_position(value) {
+            Ok(position) => match req.app_data::<State>() {
+                Some(state) => state.caught_up_to(position).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = waited {
+            let response = e.error_response();
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    let written = PositionCell::default();
+    req.extensions_mut().insert(written.clone());
+    let mut response = next.call(req).await?;
+    let position = written.get();
+    if position > 0 {
+        response
+            .headers_mut()
+            .insert(EVENT_POSITION, HeaderValue::from(position));
+    }
+    Ok(response.map_into_left_body())
+}

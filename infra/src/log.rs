@@ -1,0 +1,198 @@
+//! The global log: every event of every aggregate, in one commit-ordered sequence of
+//! positions (`docs/adr/0009-global-position.md`).
+//!
+//! Appends do not number their events. After committing, the appender asks the sequencer
+//! (`parking_sequence_events()`, a database function) to number everything committed and
+//! unnumbered; sequencers run one at a time, so a position is visible only once every lower
+//! one is. Readers therefore simply read `global_position > checkpoint`: no transaction that is
+//! still open can later appear below what they have read. Anything an appender that crashed
+//! left unnumbered is numbered by the next call from anyone, and [`EventLog::watch`] calls it
+//! every second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, EventEnvelope};
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+
+use crate::event_store::event_id;
+
+/// The channel the sequencer notifies (payload: the new head position).
+pub const CHANNEL: &str = "parking_events";
+
+/// How often the log is swept for events whose appender died before numbering them, and the
+/// head re-read in case a notification was missed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One event as the log holds it: stored form plus position, independent of its aggregate's
+/// Rust type (the relay publishes it as is; projections decode what they need).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LoggedEvent {
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl LoggedEvent {
+    /// The event's stable id (also the Kafka `ce_id`).
+    pub fn event_id(&self) -> uuid::Uuid {
+        event_id(
+            &self.aggregate_type,
+            &self.aggregate_id,
+            self.sequence as usize,
+        )
+    }
+
+    /// The event as its aggregate's type, upcast to the current version.
+    pub fn decode<A: Aggregate>(&self) -> Result<EventEnvelope<A>, DecodeError> {
+        let mut event = SerializedEvent::new(
+            self.aggregate_id.clone(),
+            self.sequence as usize,
+            self.aggregate_type.clone(),
+            self.event_type.clone(),
+            self.event_version.clone(),
+            self.payload.clone(),
+            self.metadata.clone(),
+        );
+        for upcaster in crate::upcasting::for_aggregate(A::TYPE) {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                event = upcaster.upcast(event);
+            }
+        }
+        EventEnvelope::<A>::try_from(event).map_err(|e| DecodeError {
+            position: self.global_position,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event at position {position} does not decode: {reason}")]
+pub struct DecodeError {
+    pub position: i64,
+    pub reason: String,
+}
+
+/// The events after `position`, in order, at most `limit`, read on `db` (so a consumer can read
+/// and record its progress in one transaction).
+pub async fn read_after(
+    db: &mut PgConnection,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata, recorded_at
+           FROM events
+          WHERE global_position > $1
+          ORDER BY global_position
+          LIMIT $2",
+    )
+    .bind(position)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The log's handle: numbers events and tells everyone in this process how far the numbered
+/// history reaches. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    pool: PgPool,
+    head: Arc<watch::Sender<i64>>,
+}
+
+impl EventLog {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            head: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Numbers every committed, unnumbered event; returns the head position, which covers
+    /// every event committed before the call.
+    pub async fn sequence(&self) -> Result<i64, sqlx::Error> {
+        let head: i64 = sqlx::query_scalar("SELECT parking_sequence_events()")
+            .fetch_one(&self.pool)
+            .await?;
+        self.advance(head);
+        Ok(head)
+    }
+
+    /// The highest position known to this process.
+    pub fn head(&self) -> i64 {
+        *self.head.borrow()
+    }
+
+    /// Changes whenever the known head moves forward.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    fn advance(&self, head: i64) {
+        self.head.send_if_modified(|known| {
+            let moved = head > *known;
+            if moved {
+                *known = head;
+            }
+            moved
+        });
+    }
+
+    /// Keeps the head current for the life of the process: listens to the sequencer's
+    /// notifications (from every node) and, every second, numbers whatever a crashed appender
+    /// left behind. Survives database outages (it reconnects).
+    pub async fn watch(self) {
+        let mut failures = 0u32;
+        loop {
+            if let Err(e) = self.listen().await {
+                failures += 1;
+                let pause = Duration::from_millis(250 * u64::from(failures.min(20)));
+                tracing::warn!(error = %e, ?pause, "event log listener failed; reconnecting");
+                tokio::time::sleep(pause).await;
+            } else {
+                failures = 0;
+            }
+        }
+    }
+
+    async fn listen(&self) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        // Anything numbered while we were not listening.
+        self.sequence().await?;
+        loop {
+            match tokio::time::timeout(SWEEP_INTERVAL, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    if let Ok(head) = notification.payload().parse() {
+                        self.advance(head);
+                    }
+                }
+                // The connection dropped: notifications may have been lost.
+                Ok(Ok(None)) => {
+                    self.sequence().await?;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_idle) => {
+                    self.sequence().await?;
+                }
+            }
+        }
+    }
+}

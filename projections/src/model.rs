@@ -1,0 +1,89 @@
+//! What a projection is: a named consumer of the global log that writes read-model tables.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use cqrs_es::{Aggregate, EventEnvelope};
+use parking_infra::log::DecodeError;
+use parking_infra::LoggedEvent;
+use sqlx::PgConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Applies one aggregate type's events to read-model tables. Written per aggregate type, with
+/// the events decoded; [`projection`] turns it into a [`ReadModel`] the runtime runs.
+#[async_trait]
+pub trait Projection<A: Aggregate>: Send + Sync + 'static {
+    /// The projection's name: its checkpoint, its CLI name. Never change it.
+    fn name(&self) -> &'static str;
+    /// The tables it owns, which nothing else writes; dependents first is not required.
+    fn tables(&self) -> &'static [&'static str];
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &EventEnvelope<A>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// A projection as the runtime sees it: it is offered every event of the log, in order, and
+/// writes on the connection of the transaction that also records its checkpoint.
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn tables(&self) -> &'static [&'static str];
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &LoggedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// The [`ReadModel`] of a projection of `A`'s events; other aggregates' events pass by.
+pub fn projection<A, P>(projection: P) -> Box<dyn ReadModel>
+where
+    A: Aggregate + 'static,
+    P: Projection<A>,
+{
+    Box::new(OfAggregate {
+        projection,
+        _aggregate: PhantomData::<fn() -> A>,
+    })
+}
+
+struct OfAggregate<A, P> {
+    projection: P,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+#[async_trait]
+impl<A, P> ReadModel for OfAggregate<A, P>
+where
+    A: Aggregate + 'static,
+    P: Projection<A>,
+{
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.projection.tables()
+    }
+
+    async fn apply(
+        &self,
+        db: &mut PgConnection,
+        event: &LoggedEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != A::TYPE {
+            return Ok(());
+        }
+        let envelope = event.decode::<A>()?;
+        Ok(self.projection.apply(db, &envelope).await?)
+    }
+}
