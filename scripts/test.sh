@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, then every unit and end-to-end test of the workspace
-# against the local PostgreSQL, which it starts if it is down. One build, debug profile.
+# against the local PostgreSQL, which it starts if it is down, and real Kafka-protocol brokers
+# (tansu, built once per machine into .tools/; each relay test starts its own). One build,
+# debug profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_postgres
+ensure_tansu
+export TANSU_BIN
 drop_test_databases
 trap drop_test_databases EXIT
 

@@ -24,6 +24,9 @@ pub enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Publish the event log to Kafka (`KAFKA_BROKERS`) until stopped. `serve` runs the relay
+    /// too unless `RELAY_ENABLED=false`; only one relay per database is active at a time.
+    Relay,
     /// Create a user with any role (e.g. the first admin).
     CreateUser {
         #[arg(long)]
@@ -47,6 +50,22 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = db::pool(&config.database_url, 2)?;
     db::migrate(&pool).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+pub async fn relay(config: &Config) -> anyhow::Result<()> {
+    let kafka = config
+        .kafka
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("KAFKA_BROKERS is not set: there is nothing to relay to"))?;
+    let pool = db::pool(&config.database_url, 4)?;
+    db::migrate(&pool).await?;
+    let log = parking_infra::EventLog::new(pool);
+    tokio::spawn(log.clone().watch());
+    tokio::select! {
+        () = parking_infra::relay::Relay::new(log, kafka).run() => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("relay stopping"),
+    }
     Ok(())
 }
 

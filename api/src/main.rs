@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
         }
         Command::Migrate => cli::migrate(&config).await?,
+        Command::Relay => cli::relay(&config).await?,
         Command::CreateUser {
             email,
             password,

@@ -7,6 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
+use parking_infra::relay::Relay;
 use parking_infra::{db, Config, EventLog, SystemClock};
 use parking_projections::{Projections, StoreTail};
 use sqlx::PgPool;
@@ -48,6 +49,13 @@ impl Application {
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
         projections.start(StoreTail::shared(log.clone()));
+        match &config.kafka {
+            Some(kafka) if kafka.relay_in_server => {
+                tokio::spawn(Relay::new(log.clone(), kafka.clone()).run());
+            }
+            Some(_) => tracing::info!("RELAY_ENABLED=false: run `parking-api relay` separately"),
+            None => tracing::info!("KAFKA_BROKERS unset: events are not published to Kafka"),
+        }
         let state = Arc::new(AppState {
             commands: commands(&log, config),
             projections,

@@ -12,7 +12,9 @@ pub mod config;
 pub mod db;
 pub mod event_store;
 pub mod idempotency;
+pub mod kafka;
 pub mod log;
+pub mod relay;
 pub mod telemetry;
 pub mod upcasting;
 

@@ -8,6 +8,8 @@
 //! Each test database is named `parking_test_<uuid>`; `scripts/test.sh` drops them.
 #![forbid(unsafe_code)]
 
+pub mod kafka;
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};

@@ -1,0 +1,283 @@
+//! The Kafka contract external consumers rely on (ARCHITECTURE.md, docs/events.md): topics,
+//! keys, partitions, the JSON envelope and the CloudEvents 1.0 binary-mode headers; and the
+//! client settings every producer and consumer of ours uses.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::ClientConfig;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::KafkaConfig;
+use crate::LoggedEvent;
+
+/// The aggregates whose events are published, each to `parking.events.<aggregate>`.
+pub const PUBLISHED_AGGREGATES: [&str; 6] = ["lot", "slot", "booking", "payment", "review", "user"];
+
+/// The topic of the vision worker's observations.
+pub const VISION_OBSERVATIONS: &str = "parking.vision.observations";
+
+pub fn topic(aggregate_type: &str) -> String {
+    format!("parking.events.{aggregate_type}")
+}
+
+/// Every topic the platform owns, created at start-up (never left to broker auto-creation).
+pub fn all_topics() -> Vec<String> {
+    PUBLISHED_AGGREGATES
+        .iter()
+        .map(|a| topic(a))
+        .chain([VISION_OBSERVATIONS.to_owned()])
+        .collect()
+}
+
+/// The value of a published event.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Envelope {
+    pub event_id: uuid::Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub global_position: i64,
+    pub event_type: String,
+    pub event_version: String,
+    /// The event's fields (the stored payload without its `{"EventType": …}` wrapper).
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What is published of a logged event: `None` for streams that are not part of the contract
+/// (`email_claim`, the e-mail uniqueness guard: internal, and its id is derived from the
+/// address). Secrets never leave: `UserCredentialsSet` is published without its hash, so the
+/// user's sequence stays gapless and consumers still learn that the password changed.
+pub fn envelope(event: &LoggedEvent) -> Option<Envelope> {
+    if !PUBLISHED_AGGREGATES.contains(&event.aggregate_type.as_str()) {
+        return None;
+    }
+    let fields = match &event.payload {
+        Value::Object(tagged) if tagged.len() == 1 => tagged
+            .get(&event.event_type)
+            .cloned()
+            .unwrap_or_else(|| event.payload.clone()),
+        other => other.clone(),
+    };
+    let payload = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+        ("user", "UserCredentialsSet") => Value::Object(Default::default()),
+        _ => fields,
+    };
+    Some(Envelope {
+        event_id: event.event_id(),
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: event.sequence,
+        global_position: event.global_position,
+        event_type: event.event_type.clone(),
+        event_version: event.event_version.clone(),
+        payload,
+        metadata: event.metadata.clone(),
+        recorded_at: event.recorded_at,
+    })
+}
+
+/// CloudEvents 1.0, Kafka protocol binding, binary content mode.
+pub fn headers(envelope: &Envelope) -> OwnedHeaders {
+    let ce_type = format!(
+        "parking.{}.{}.v{}",
+        envelope.aggregate_type, envelope.event_type, envelope.event_version
+    );
+    let source = format!("urn:parking:events:{}", envelope.aggregate_type);
+    let time = envelope
+        .recorded_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let id = envelope.event_id.to_string();
+    [
+        ("ce_specversion", "1.0"),
+        ("ce_id", id.as_str()),
+        ("ce_source", source.as_str()),
+        ("ce_type", ce_type.as_str()),
+        ("ce_time", time.as_str()),
+        ("ce_subject", envelope.aggregate_id.as_str()),
+        ("content-type", "application/json"),
+    ]
+    .into_iter()
+    .fold(
+        OwnedHeaders::new_with_capacity(7),
+        |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
+}
+
+/// The partition of `key` among `partitions`: Kafka's default partitioner (murmur2 of the
+/// key, as the Java client computes it), so any client that hashes keys the standard way
+/// agrees. The relay sets it explicitly because it must know where each event went.
+pub fn partition(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+/// MurmurHash2, 32-bit, seed 0x9747b28c, as in `org.apache.kafka.common.utils.Utils`.
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Settings shared by our producers: every write acknowledged by all in-sync replicas, the
+/// idempotent producer (no duplicates or reordering from its own retries), and no give-up
+/// timeout, so a broker outage only delays delivery.
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", "parking-relay")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    config
+}
+
+/// Settings shared by our consumers: quick group joins and explicit offset management.
+pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // The cases of Kafka's own UtilsTest.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_stay_in_range() {
+        for key in ["a", "b", "some-aggregate-id", ""] {
+            let p = partition(key.as_bytes(), 6);
+            assert!((0..6).contains(&p));
+        }
+    }
+
+    fn logged(aggregate_type: &str, event_type: &str, payload: Value) -> LoggedEvent {
+        LoggedEvent {
+            global_position: 7,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: "agg-1".into(),
+            sequence: 2,
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            payload,
+            metadata: serde_json::json!({"request_id": "r"}),
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_fields_without_the_type_wrapper() {
+        let event = logged(
+            "lot",
+            "LotRenamed",
+            serde_json::json!({"LotRenamed": {"name": "X"}}),
+        );
+        let envelope = envelope(&event).unwrap();
+        assert_eq!(envelope.payload, serde_json::json!({"name": "X"}));
+        assert_eq!(envelope.event_id, event.event_id());
+        assert_eq!(envelope.global_position, 7);
+    }
+
+    #[test]
+    fn secrets_and_internal_streams_are_not_published() {
+        let credentials = logged(
+            "user",
+            "UserCredentialsSet",
+            serde_json::json!({"UserCredentialsSet": {"password_hash": "$2b$secret"}}),
+        );
+        let published = serde_json::to_string(&envelope(&credentials).unwrap()).unwrap();
+        assert!(!published.contains("secret"), "{published}");
+        let claim = logged("email_claim", "EmailClaimed", serde_json::json!({}));
+        assert!(envelope(&claim).is_none());
+    }
+
+    #[test]
+    fn headers_follow_the_cloudevents_binary_binding() {
+        use rdkafka::message::Headers;
+        let envelope = envelope(&logged("slot", "SlotReserved", serde_json::json!({}))).unwrap();
+        let headers = headers(&envelope);
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        };
+        assert_eq!(get("ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(get("ce_id"), Some(envelope.event_id.to_string()));
+        assert_eq!(
+            get("ce_type").as_deref(),
+            Some("parking.slot.SlotReserved.v1")
+        );
+        assert_eq!(get("ce_subject").as_deref(), Some("agg-1"));
+        assert_eq!(
+            get("ce_time").as_deref(),
+            Some("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(get("content-type").as_deref(), Some("application/json"));
+        assert!(get("ce_source").is_some());
+    }
+}

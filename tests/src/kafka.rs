@@ -1,0 +1,230 @@
+//! A real Kafka-protocol broker per test (tansu, started from `.tools/bin/tansu`, see
+//! `scripts/lib.sh`), and a reader of everything the relay published.
+//!
+//! Each test gets its own broker on a free port, in memory: topics are fixed by the contract,
+//! so tests sharing one broker would read each other's events, and a test may stop its broker.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use parking_infra::kafka::{self, Envelope};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+fn tansu() -> PathBuf {
+    let path = std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu"));
+    assert!(
+        path.exists(),
+        "no broker at {}: run scripts/broker.sh (or scripts/test.sh) first",
+        path.display()
+    );
+    path
+}
+
+pub struct Broker {
+    port: u16,
+    process: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut broker = Self {
+            port,
+            process: None,
+        };
+        broker.resume().await;
+        broker
+    }
+
+    /// `KAFKA_BROKERS` for the app.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (it forgets everything: in-memory storage).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn resume(&mut self) {
+        assert!(self.process.is_none(), "already running");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let process = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.process = Some(process);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "broker did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message as a consumer sees it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: HashMap<String, String>,
+    pub envelope: Envelope,
+}
+
+/// Reads every event topic from the beginning until `expected` messages arrived (or `within`
+/// passed), in each partition's order.
+pub async fn read_all(brokers: &str, expected: usize, within: Duration) -> Vec<Received> {
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "parking-tests-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        let mut assignment = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            if topic.name().starts_with("parking.events.") {
+                for partition in topic.partitions() {
+                    assignment
+                        .add_partition_offset(topic.name(), partition.id(), Offset::Beginning)
+                        .unwrap();
+                }
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + within;
+        let mut received = Vec::new();
+        while received.len() < expected && Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.expect("a message");
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                            (h.key.to_owned(), value.unwrap_or_default())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            received.push(Received {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap(),
+                headers,
+                envelope: serde_json::from_slice(message.payload().expect("a value"))
+                    .expect("an envelope"),
+            });
+        }
+        drop(assignment);
+        received
+    })
+    .await
+    .unwrap()
+}
+
+/// Checks everything the contract promises about `received` against the event store, and that
+/// every published event arrived exactly once, in each aggregate's order.
+pub async fn assert_published_exactly_once(db: &sqlx::PgPool, received: &[Received]) {
+    let stored: Vec<parking_infra::LoggedEvent> = sqlx::query_as(
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata, recorded_at
+           FROM events WHERE global_position IS NOT NULL ORDER BY global_position",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let expected: HashMap<uuid::Uuid, Envelope> = stored
+        .iter()
+        .filter_map(kafka::envelope)
+        .map(|e| (e.event_id, e))
+        .collect();
+    let mut seen = HashMap::new();
+    let mut last_sequence: HashMap<&str, i64> = HashMap::new();
+    for r in received {
+        let e = &r.envelope;
+        assert!(
+            seen.insert(e.event_id, r.offset).is_none(),
+            "{} arrived twice",
+            e.event_id
+        );
+        let want = expected
+            .get(&e.event_id)
+            .unwrap_or_else(|| panic!("{} is not in the event store", e.event_id));
+        assert_eq!(e, want, "envelope of {}", e.event_id);
+        assert_eq!(r.topic, kafka::topic(&e.aggregate_type));
+        assert_eq!(r.key, e.aggregate_id);
+        let last = last_sequence.entry(&e.aggregate_id).or_default();
+        assert_eq!(
+            e.sequence,
+            *last + 1,
+            "{} out of order or with a gap",
+            e.aggregate_id
+        );
+        *last = e.sequence;
+        let h = &r.headers;
+        assert_eq!(h["ce_specversion"], "1.0");
+        assert_eq!(h["ce_id"], e.event_id.to_string());
+        assert_eq!(h["ce_subject"], e.aggregate_id);
+        assert_eq!(
+            h["ce_type"],
+            format!(
+                "parking.{}.{}.v{}",
+                e.aggregate_type, e.event_type, e.event_version
+            )
+        );
+        assert_eq!(h["content-type"], "application/json");
+        assert!(h["ce_source"].contains(&e.aggregate_type));
+        assert!(h.contains_key("ce_time"));
+    }
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "every published event of the store arrived"
+    );
+}
