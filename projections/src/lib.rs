@@ -13,6 +13,7 @@ pub mod bookings;
 pub mod lots;
 mod model;
 pub mod page;
+pub mod rebuild;
 pub mod runtime;
 pub mod slots;
 pub mod users;

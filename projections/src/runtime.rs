@@ -257,3 +257,46 @@ impl Runner {
         });
     }
 }
+
+/// Where one consumer of the log stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerStatus {
+    pub consumer: String,
+    pub position: i64,
+    /// Events of the log it has yet to process.
+    pub lag: i64,
+    /// When it last moved (`None`: never ran).
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The log's head and every consumer's position: each projection of `projections` (even one
+/// that never ran) and whatever else keeps a checkpoint (the relay).
+pub async fn status(
+    pool: &PgPool,
+    projections: &[&str],
+) -> Result<(i64, Vec<ConsumerStatus>), sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+        .fetch_one(pool)
+        .await?;
+    let names: Vec<String> = projections.iter().map(|p| consumer(p)).collect();
+    let rows: Vec<(String, i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT n.consumer, COALESCE(c.position, 0), c.updated_at
+           FROM (SELECT consumer FROM log_checkpoints UNION SELECT unnest($1::text[])) n
+           LEFT JOIN log_checkpoints c USING (consumer)
+          ORDER BY n.consumer",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    Ok((
+        head,
+        rows.into_iter()
+            .map(|(consumer, position, updated_at)| ConsumerStatus {
+                lag: head - position,
+                consumer,
+                position,
+                updated_at,
+            })
+            .collect(),
+    ))
+}

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use parking_infra::{EventLog, LoggedEvent};
-use parking_projections::{EventSource, ProjectionError, Projections, ReadModel, StoreTail};
+use parking_projections::{ProjectionError, Projections, ReadModel, StoreTail};
 use parking_tests::spawn_app;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -175,24 +175,45 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
     );
     let live = read_model_rows(&app.db).await;
 
-    // Throw the read models away (this test's server stops projecting first) and replay the
-    // whole history into them.
-    sqlx::query("TRUNCATE rm_users, rm_lots, rm_slots, rm_slot_service, rm_bookings")
-        .execute(&app.db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE log_checkpoints SET position = 0 WHERE consumer LIKE 'projection:%'")
-        .execute(&app.db)
-        .await
-        .unwrap();
-    let source: Arc<dyn EventSource> = StoreTail::shared(EventLog::new(app.db.clone()));
-    Projections::new(app.db.clone(), parking_projections::all())
-        .catch_up(source.as_ref())
-        .await
-        .unwrap();
+    // Rebuild every read model from history into fresh tables and swap them in, while the
+    // server (and its live projectors) keep running.
+    for model in parking_projections::all() {
+        let mut reports = 0;
+        let done = parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| reports += 1)
+            .await
+            .unwrap();
+        assert!(reports > 0, "{} reported no progress", model.name());
+        let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(done.position, head, "{} caught up", model.name());
+    }
+    let leftovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild\\_%'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(leftovers, 0, "rebuild schemas left behind");
     let rebuilt = read_model_rows(&app.db).await;
     for ((table, live), (_, rebuilt)) in live.iter().zip(&rebuilt) {
         assert_eq!(live, rebuilt, "{table} differs after a rebuild");
         assert_ne!(live, &serde_json::json!([]), "{table} was not exercised");
     }
+
+    // The swapped-in tables are the live ones now: the API reads them, the projector writes
+    // them, and the view over slots was re-created.
+    let slots = app
+        .get(&format!("/api/v1/lots/{}/slots", fx.lot_id), None)
+        .await;
+    assert_eq!(slots.status.as_u16(), 200, "{slots:?}");
+    let after = app
+        .post(
+            &format!("/api/v1/lots/{}/slots", fx.lot_id),
+            Some(&fx.owner_token),
+            json!({"label": "C1", "slot_type": "standard"}),
+        )
+        .await;
+    assert_eq!(after.status.as_u16(), 201, "{after:?}");
+    assert_eq!(after.body["label"], "C1");
 }
