@@ -41,6 +41,20 @@ impl AppState {
         if position == 0 {
             return Ok(());
         }
+        if position > self.log.head() {
+            // Beyond what this process has seen; the log itself decides.
+            let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+                .fetch_one(&self.pool)
+                .await?;
+            if position > head {
+                return Err(ApiError::bad_request(
+                    "invalid_min_position",
+                    format!(
+                        "X-Min-Position {position} is beyond the end of the event log ({head})"
+                    ),
+                ));
+            }
+        }
         self.projections
             .wait_for(position, self.read_wait)
             .await

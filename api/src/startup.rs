@@ -59,6 +59,7 @@ impl Application {
         let state = Arc::new(AppState {
             commands: commands(&log, config),
             projections,
+            log: log.clone(),
             read_wait: config.read_wait,
             tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
             login_throttle: LoginThrottle::new(

@@ -22,6 +22,7 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
     pub projections: Projections,
+    pub log: parking_infra::EventLog,
     /// How long a request waits for the read models (`READ_WAIT_MS`).
     pub read_wait: std::time::Duration,
 }

@@ -159,6 +159,12 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("client.id", "parking-relay")
         .set("acks", "all")
         .set("enable.idempotence", "true")
+        // A message that fails for good fails the producer rather than leaving a gap in its
+        // partition: the relay then starts over from what Kafka holds.
+        .set("enable.gapless.guarantee", "true")
+        // Topics are created by the relay, with the contract's partition count, never by a
+        // metadata request to a broker that allows auto-creation.
+        .set("allow.auto.create.topics", "false")
         .set("message.timeout.ms", "0")
         .set("linger.ms", "5")
         .set("compression.type", "lz4");

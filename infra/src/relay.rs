@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -94,11 +94,22 @@ impl Relay {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         tracing::info!(brokers = %self.kafka.brokers, "relay active");
+        let started = Instant::now();
 
         let producer: FutureProducer = kafka::producer_config(&self.kafka).create()?;
         ensure_topics(&self.kafka).await?;
         let partitions = partition_counts(&producer).await?;
-        let on_kafka = last_positions(&self.kafka, &partitions).await?;
+        if standing_by {
+            // The relay before us may still be waiting for acknowledgements of its last batch;
+            // let them land before reading what Kafka holds.
+            tokio::time::sleep(STALL_CHECK * STALLS_BEFORE_RECONNECT).await;
+        }
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "topics ready");
+        let tails = last_events(&self.kafka, &partitions).await?;
+        tracing::debug!(?tails, "last events on Kafka");
+        same_history(&mut db, &tails).await?;
+        let on_kafka: HashMap<(String, i32), i64> =
+            tails.iter().map(|(k, t)| (k.clone(), t.position)).collect();
         sqlx::query(
             "INSERT INTO log_checkpoints (consumer, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
         )
@@ -110,7 +121,18 @@ impl Relay {
                 .bind(CONSUMER)
                 .fetch_one(&mut db)
                 .await?;
-        tracing::info!(checkpoint = at, "relaying from the checkpoint");
+        tracing::info!(
+            checkpoint = at,
+            recovery_ms = started.elapsed().as_millis() as u64,
+            "relaying from the checkpoint"
+        );
+        if at > 0 && on_kafka.is_empty() {
+            tracing::error!(
+                checkpoint = at,
+                "Kafka holds none of the events relayed before (a broker that lost its data?); \
+                 they are not sent again. See docs/operations.md to replay them"
+            );
+        }
 
         let mut head = self.log.subscribe();
         loop {
@@ -170,12 +192,18 @@ impl Relay {
         &self,
         deliveries: Vec<rdkafka::producer::DeliveryFuture>,
     ) -> Result<(), RelayError> {
-        let all = join_all(deliveries);
-        tokio::pin!(all);
+        let mut pending: FuturesUnordered<_> = deliveries.into_iter().collect();
         let mut stalls = 0;
-        let results = loop {
+        loop {
             tokio::select! {
-                results = &mut all => break results,
+                next = pending.next() => match next {
+                    None => return Ok(()),
+                    Some(Ok(Ok(_))) => stalls = 0,
+                    Some(Ok(Err((e, _)))) => return Err(e.into()),
+                    Some(Err(_canceled)) => {
+                        return Err(RelayError::Setup("producer went away".into()))
+                    }
+                },
                 _ = tokio::time::sleep(STALL_CHECK) => {
                     stalls += 1;
                     if stalls == STALLS_BEFORE_RECONNECT {
@@ -191,15 +219,7 @@ impl Relay {
                     }
                 }
             }
-        };
-        for result in results {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_canceled) => return Err(RelayError::Setup("producer went away".into())),
-            }
         }
-        Ok(())
     }
 }
 
@@ -261,12 +281,22 @@ async fn partition_counts(producer: &FutureProducer) -> Result<HashMap<String, i
     .map_err(|e| RelayError::Setup(e.to_string()))?
 }
 
-/// The global position of the last event in every non-empty partition of the event topics.
-async fn last_positions(
+/// The last event in a partition.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    position: i64,
+    event_id: uuid::Uuid,
+}
+
+/// The last event of every non-empty partition of the event topics.
+async fn last_events(
     kafka: &KafkaConfig,
     partitions: &HashMap<String, i32>,
-) -> Result<HashMap<(String, i32), i64>, RelayError> {
-    let config = kafka::consumer_config(kafka, "parking-relay-recovery");
+) -> Result<HashMap<(String, i32), Tail>, RelayError> {
+    let mut config = kafka::consumer_config(kafka, "parking-relay-recovery");
+    config
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10");
     let partitions: Vec<(String, i32)> = kafka::PUBLISHED_AGGREGATES
         .iter()
         .map(|a| kafka::topic(a))
@@ -276,31 +306,44 @@ async fn last_positions(
         })
         .collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create()?;
-        let mut tails = TopicPartitionList::new();
-        for (topic, partition) in &partitions {
-            let (low, high) =
-                consumer.fetch_watermarks(topic, *partition, KAFKA_REQUEST_TIMEOUT)?;
-            if high > low {
-                tails.add_partition_offset(topic, *partition, Offset::Offset(high - 1))?;
+        let mut found: HashMap<(String, i32), Tail> = HashMap::new();
+        // One topic at a time: the end-of-partition signal names only the partition.
+        for topic in kafka::PUBLISHED_AGGREGATES.iter().map(|a| kafka::topic(a)) {
+            let consumer: BaseConsumer = config.create()?;
+            let mut assignment = TopicPartitionList::new();
+            let mut open = 0usize;
+            for (_, partition) in partitions.iter().filter(|(t, _)| *t == topic) {
+                let (low, high) =
+                    consumer.fetch_watermarks(&topic, *partition, KAFKA_REQUEST_TIMEOUT)?;
+                if high > low {
+                    // Read from the last message on to the end of the partition, not just the
+                    // message at the high watermark: brokers differ in how they report it for
+                    // batches, and the end-of-partition signal is what counts.
+                    let from = low.max(high - 1);
+                    assignment.add_partition_offset(&topic, *partition, Offset::Offset(from))?;
+                    open += 1;
+                }
             }
-        }
-        let wanted = tails.count();
-        let mut found = HashMap::new();
-        if wanted > 0 {
-            consumer.assign(&tails)?;
+            if open == 0 {
+                continue;
+            }
+            consumer.assign(&assignment)?;
             let deadline = Instant::now() + Duration::from_secs(30);
-            while found.len() < wanted {
+            let mut ended = std::collections::HashSet::new();
+            while ended.len() < open {
                 if Instant::now() > deadline {
                     return Err(RelayError::Setup(format!(
-                        "read back {} of {wanted} partition tails in time",
-                        found.len()
+                        "could not read to the end of {topic} in time"
                     )));
                 }
-                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                    continue;
+                let message = match consumer.poll(Duration::from_millis(200)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        ended.insert(partition);
+                        continue;
+                    }
+                    Some(message) => message?,
                 };
-                let message = message?;
                 let envelope: Envelope = message
                     .payload()
                     .and_then(|bytes| serde_json::from_slice(bytes).ok())
@@ -312,15 +355,53 @@ async fn last_positions(
                             message.offset()
                         ))
                     })?;
-                found.insert(
-                    (message.topic().to_owned(), message.partition()),
-                    envelope.global_position,
-                );
+                let tail = Tail {
+                    position: envelope.global_position,
+                    event_id: envelope.event_id,
+                };
+                found
+                    .entry((topic.clone(), message.partition()))
+                    .and_modify(|t| {
+                        if tail.position > t.position {
+                            *t = tail;
+                        }
+                    })
+                    .or_insert(tail);
             }
+            drop(assignment);
         }
-        drop(tails);
         Ok(found)
     })
     .await
     .map_err(|e| RelayError::Setup(e.to_string()))?
+}
+
+/// Refuses to relay into topics whose events this database does not have at their positions:
+/// a database restored to an earlier state, or topics of another environment. Relaying would
+/// skip new events that reuse those positions.
+async fn same_history(
+    db: &mut sqlx::PgConnection,
+    tails: &HashMap<(String, i32), Tail>,
+) -> Result<(), RelayError> {
+    for ((topic, partition), tail) in tails {
+        let stored: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id, sequence FROM events WHERE global_position = $1",
+        )
+        .bind(tail.position)
+        .fetch_optional(&mut *db)
+        .await?;
+        let same = stored.is_some_and(|(kind, id, sequence)| {
+            crate::event_store::event_id(&kind, &id, sequence as usize) == tail.event_id
+        });
+        if !same {
+            return Err(RelayError::Setup(format!(
+                "{topic}[{partition}] ends with event {} at position {}, which this database \
+                 does not hold there: Kafka and the event store have different histories \
+                 (restored database? another environment's topics?). Not relaying; see \
+                 docs/operations.md",
+                tail.event_id, tail.position
+            )));
+        }
+    }
+    Ok(())
 }

@@ -22,6 +22,9 @@ use crate::model::{ProjectionError, ReadModel};
 
 /// Events applied per transaction.
 const BATCH: i64 = 1000;
+/// How often a waiting reader also looks at the recorded checkpoints (progress made by
+/// another process).
+const CHECKPOINT_POLL: Duration = Duration::from_millis(250);
 /// How long an idle projection waits for news before looking at the log anyway.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -146,18 +149,26 @@ impl Projections {
         let deadline = tokio::time::Instant::now() + patience;
         for runner in self.runners.iter() {
             let mut applied = runner.applied.subscribe();
-            let reached = tokio::time::timeout_at(deadline, applied.wait_for(|at| *at >= position));
-            if matches!(reached.await, Ok(Ok(_))) {
-                continue;
-            }
-            // Not seen here; another process may be the one applying it.
-            let at = checkpoint(&self.pool, &runner.consumer).await.unwrap_or(0);
-            if at < position {
-                return Err(Lagging {
-                    projection: runner.model.name(),
-                    at: at.max(*runner.applied.borrow()),
-                    wanted: position,
-                });
+            loop {
+                let until = deadline.min(tokio::time::Instant::now() + CHECKPOINT_POLL);
+                let reached =
+                    tokio::time::timeout_at(until, applied.wait_for(|at| *at >= position));
+                if matches!(reached.await, Ok(Ok(_))) {
+                    break;
+                }
+                // Not seen here: another process may be the one applying it (this one may be
+                // waiting for its turn, or pausing after an error).
+                let at = checkpoint(&self.pool, &runner.consumer).await.unwrap_or(0);
+                if at >= position {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Lagging {
+                        projection: runner.model.name(),
+                        at: at.max(*runner.applied.borrow()),
+                        wanted: position,
+                    });
+                }
             }
         }
         Ok(())

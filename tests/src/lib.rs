@@ -90,6 +90,21 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with extra configuration variables.
 pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
+    let database_url = fresh_database().await;
+    let vars: HashMap<&str, String> = server_settings(&database_url, "127.0.0.1:0")
+        .into_iter()
+        .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect();
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
+    parking_infra::telemetry::init(parking_infra::telemetry::LogFormat::Pretty);
+    let app = Application::build(&config).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp::connect(address, database_url).await
+}
+
+/// A new, empty database (`parking_test_<uuid>`); returns its URL.
+pub async fn fresh_database() -> String {
     let db_name = format!("parking_test_{}", Uuid::new_v4().simple());
     let server = server_url();
     let mut admin = PgConnection::connect(&format!("{server}/postgres"))
@@ -99,33 +114,104 @@ pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
         .execute(&mut admin)
         .await
         .expect("create test database");
-    let database_url = format!("{server}/{db_name}");
+    format!("{server}/{db_name}")
+}
 
-    let vars: HashMap<&str, String> = HashMap::from([
-        ("DATABASE_URL", database_url.clone()),
+/// The configuration every test server gets.
+fn server_settings(database_url: &str, bind: &str) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("DATABASE_URL", database_url.to_owned()),
         ("DATABASE_MAX_CONNECTIONS", "10".to_owned()),
-        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("BIND_ADDR", bind.to_owned()),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
         ("BCRYPT_COST", "4".to_owned()),
-    ]);
-    let vars: HashMap<&str, String> = vars
-        .into_iter()
-        .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
-        .collect();
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
-    parking_infra::telemetry::init(parking_infra::telemetry::LogFormat::Pretty);
-    let app = Application::build(&config).await.expect("build app");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    ])
+}
 
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        db: PgPool::connect(&database_url)
+/// The `parking-api` binary run as a separate process, for tests that kill it.
+pub struct ServerProcess {
+    process: std::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    /// Starts `parking-api serve` (built next to the tests) on a free port and waits until it
+    /// answers `/health`.
+    pub async fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|test| Some(test.parent()?.parent()?.join("parking-api")))
+            .filter(|path| path.exists())
+            .expect(
+                "parking-api is built with the workspace's tests (cargo nextest run --workspace)",
+            );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let process = std::process::Command::new(binary)
+            .arg("serve")
+            .envs(server_settings(database_url, &bind))
+            .envs(settings.iter().copied())
+            // TEST_SERVER_LOG shows the server's own log lines (e.g. `parking_infra=info`).
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .spawn()
+            .expect("start parking-api");
+        let address = format!("http://{bind}");
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client
+            .get(format!("{address}/health"))
+            .send()
             .await
-            .expect("connect to test database"),
-        database_url,
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "parking-api did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { process, address }
     }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill(mut self) {
+        self.process.kill().expect("kill parking-api");
+        self.process.wait().expect("reap parking-api");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Every read-model table, as JSON rows in a stable order.
+pub async fn read_model_rows(db: &PgPool) -> Vec<(String, Value)> {
+    let mut all = Vec::new();
+    for table in [
+        "rm_users",
+        "rm_lots",
+        "rm_slots",
+        "rm_slot_service",
+        "rm_bookings",
+    ] {
+        let rows: Value = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(json_agg(row_to_json(t) ORDER BY row_to_json(t)::text), '[]'::json) FROM {table} t"
+        ))
+        .fetch_one(db)
+        .await
+        .unwrap();
+        all.push((table.to_owned(), rows));
+    }
+    all
 }
 
 /// A whole hour, fixed at the first call of the process, plus `hours`: future, minute-aligned,
@@ -139,6 +225,18 @@ pub fn hours_from_now(hours: i64) -> DateTime<Utc> {
 }
 
 impl TestApp {
+    /// A client of the server at `address` using the database at `database_url`.
+    pub async fn connect(address: String, database_url: String) -> Self {
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db: PgPool::connect(&database_url)
+                .await
+                .expect("connect to test database"),
+            database_url,
+        }
+    }
+
     pub async fn request(
         &self,
         method: Method,

@@ -124,12 +124,30 @@ async fn writes_tell_their_position_and_reads_can_wait_for_it() {
     assert_eq!(read.body["name"], created.body["name"]);
     assert!(read.position().is_none(), "a read writes nothing");
 
-    // A position the log has not reached: a bounded wait, then 503 with a retry hint.
-    let started = std::time::Instant::now();
+    // A position beyond the end of the log cannot be waited for.
     let ahead = app.get_at(&path, Some(&owner), position + 1_000).await;
-    ahead.assert_problem(503, "read_model_lagging");
-    assert!(ahead.headers.contains_key("retry-after"), "{ahead:?}");
+    ahead.assert_problem(400, "invalid_min_position");
+
+    // An event the lots projection cannot apply stops it there (it never skips): a read that
+    // needs it waits READ_WAIT_MS, then gets 503 with a retry hint.
+    append(&app.db, "not-a-uuid", 1).await;
+    sqlx::query(
+        "UPDATE events SET aggregate_type = 'lot', event_type = 'LotRegistered',
+                payload = '{\"LotRegistered\": {\"bogus\": true}}'
+          WHERE aggregate_id = 'not-a-uuid'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let poison = EventLog::new(app.db.clone()).sequence().await.unwrap();
+    let started = std::time::Instant::now();
+    let stuck = app.get_at(&path, Some(&owner), poison).await;
+    stuck.assert_problem(503, "read_model_lagging");
+    assert!(stuck.headers.contains_key("retry-after"), "{stuck:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    // Reads that do not need it are not held up.
+    let fresh = app.get_at(&path, Some(&owner), position).await;
+    assert_eq!(fresh.status.as_u16(), 200, "{fresh:?}");
 
     for bad in ["-1", "soon", "1.5"] {
         let reply = app

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use parking_infra::{EventLog, LoggedEvent};
 use parking_projections::{ProjectionError, Projections, ReadModel, StoreTail};
-use parking_tests::spawn_app;
+use parking_tests::{read_model_rows, spawn_app};
 use serde_json::json;
 use sqlx::PgConnection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,27 +104,6 @@ async fn a_failed_batch_records_nothing_and_is_applied_once_when_retried() {
             .await
             .unwrap();
     assert_eq!((count, distinct, max), (reached, reached, reached));
-}
-
-/// Every read-model table, as JSON rows in a stable order.
-async fn read_model_rows(db: &sqlx::PgPool) -> Vec<(String, serde_json::Value)> {
-    let mut all = Vec::new();
-    for table in [
-        "rm_users",
-        "rm_lots",
-        "rm_slots",
-        "rm_slot_service",
-        "rm_bookings",
-    ] {
-        let rows: serde_json::Value = sqlx::query_scalar(&format!(
-            "SELECT COALESCE(json_agg(row_to_json(t) ORDER BY row_to_json(t)::text), '[]'::json) FROM {table} t"
-        ))
-        .fetch_one(db)
-        .await
-        .unwrap();
-        all.push((table.to_owned(), rows));
-    }
-    all
 }
 
 #[tokio::test]
