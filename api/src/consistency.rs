@@ -6,6 +6,13 @@
 //! read that sends `X-Min-Position` is answered only once every read model has reached that
 //! position, waiting at most `READ_WAIT_MS`; after that it gets 503 `read_model_lagging`
 //! with `Retry-After`.
+//!
+//! Every answer that waited says how long in `Server-Timing: read-models;dur=<ms>`: for a
+//! write, the time from its events being recorded to every read model showing them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,6 +26,12 @@ use crate::error::ApiError;
 use crate::state::{AppState, State};
 
 pub const EVENT_POSITION: HeaderName = HeaderName::from_static("x-event-position");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+tokio::task_local! {
+    /// Microseconds the current request spent waiting for read models.
+    static WAITED: Arc<AtomicU64>;
+}
 pub const MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
 
 fn parse_min_position(value: &HeaderValue) -> Result<i64, ApiError> {
@@ -55,25 +68,42 @@ impl AppState {
                 ));
             }
         }
-        self.projections
-            .wait_for(position, self.read_wait)
-            .await
-            .map_err(|lagging| {
-                tracing::warn!(%lagging, "read model behind the requested position");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "read_model_lagging",
-                    format!(
-                        "the read models have not yet reached position {position}; retry shortly"
-                    ),
-                )
-                .retry_after(1)
-            })
+        let started = Instant::now();
+        let waited = self.projections.wait_for(position, self.read_wait).await;
+        let micros = started.elapsed().as_micros() as u64;
+        let _ = WAITED.try_with(|total| total.fetch_add(micros, Ordering::Relaxed));
+        waited.map_err(|lagging| {
+            tracing::warn!(%lagging, "read model behind the requested position");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_model_lagging",
+                format!("the read models have not yet reached position {position}; retry shortly"),
+            )
+            .retry_after(1)
+        })
     }
 }
 
 /// Middleware: honours `X-Min-Position` on reads and adds `X-Event-Position` to writes.
 pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let waited = Arc::new(AtomicU64::new(0));
+    let mut response = WAITED
+        .scope(waited.clone(), honour_positions(req, next))
+        .await?;
+    let micros = waited.load(Ordering::Relaxed);
+    if micros > 0 {
+        let timing = format!("read-models;dur={:.3}", micros as f64 / 1000.0);
+        if let Ok(value) = HeaderValue::from_str(&timing) {
+            response.headers_mut().append(SERVER_TIMING, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn honour_positions(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {

@@ -9,6 +9,7 @@
 //! left unnumbered is numbered by the next call from anyone, and [`EventLog::watch`] calls it
 //! every second.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +112,20 @@ pub async fn read_after(
 pub struct EventLog {
     pool: PgPool,
     head: Arc<watch::Sender<i64>>,
+    batching: Arc<Batching>,
+}
+
+/// Group numbering: one sequencer call at a time per process, serving every caller whose
+/// events committed before it started. Concurrent sequencers only queue on the head row (and
+/// each holds it through its commit), so numbering per request would serialize all writers.
+#[derive(Default)]
+struct Batching {
+    /// Tickets handed out: a caller takes one after its events committed.
+    requested: AtomicU64,
+    /// Every ticket up to this one is covered by a completed sequencer run.
+    served: AtomicU64,
+    /// Held by the caller running the sequencer; the others queue behind it.
+    running: tokio::sync::Mutex<()>,
 }
 
 impl EventLog {
@@ -118,6 +133,7 @@ impl EventLog {
         Self {
             pool,
             head: Arc::new(watch::Sender::new(0)),
+            batching: Arc::default(),
         }
     }
 
@@ -125,13 +141,24 @@ impl EventLog {
         &self.pool
     }
 
-    /// Numbers every committed, unnumbered event; returns the head position, which covers
-    /// every event committed before the call.
+    /// Numbers every committed, unnumbered event; returns a head position that covers every
+    /// event committed before the call. Concurrent calls share one sequencer run.
     pub async fn sequence(&self) -> Result<i64, sqlx::Error> {
+        let batching = &self.batching;
+        let ticket = batching.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = batching.running.lock().await;
+        if batching.served.load(Ordering::SeqCst) >= ticket {
+            // A run that started after our commit has finished: it numbered our events.
+            return Ok(self.head());
+        }
+        // Every ticket taken so far belongs to a commit that is complete now, before the run
+        // below takes its snapshot.
+        let serving = batching.requested.load(Ordering::SeqCst);
         let head: i64 = sqlx::query_scalar("SELECT parking_sequence_events()")
             .fetch_one(&self.pool)
             .await?;
         self.advance(head);
+        batching.served.fetch_max(serving, Ordering::SeqCst);
         Ok(head)
     }
 

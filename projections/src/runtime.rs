@@ -189,10 +189,17 @@ impl Runner {
     async fn run(self: Arc<Self>, pool: PgPool, source: Arc<dyn EventSource>) {
         let name = self.model.name();
         let mut failures = 0u32;
+        let mut has_checkpoint = false;
         loop {
-            let step = match self.ensure_checkpoint(&pool).await {
-                Ok(()) => self.step(&pool, source.as_ref()).await,
-                Err(e) => Err(e.into()),
+            let step = match has_checkpoint {
+                true => self.step(&pool, source.as_ref()).await,
+                false => match self.ensure_checkpoint(&pool).await {
+                    Ok(()) => {
+                        has_checkpoint = true;
+                        continue;
+                    }
+                    Err(e) => Err(e.into()),
+                },
             };
             match step {
                 Ok(Some(_)) => failures = 0,
@@ -232,8 +239,12 @@ impl Runner {
         source: &dyn EventSource,
     ) -> Result<Option<i64>, ProjectionError> {
         let mut tx = pool.begin().await?;
+        // Read models are derived data: if the database crashes before this commit reaches the
+        // disk, rows and checkpoint are lost together and re-applied from the log. So their
+        // commits need not wait for the WAL flush (the log's own commits always do).
         let at: i64 = sqlx::query_scalar(
-            "SELECT position FROM log_checkpoints WHERE consumer = $1 FOR UPDATE",
+            "SELECT position FROM log_checkpoints, set_config('synchronous_commit', 'off', true)
+              WHERE consumer = $1 FOR UPDATE OF log_checkpoints",
         )
         .bind(&self.consumer)
         .fetch_one(&mut *tx)

@@ -117,6 +117,8 @@ async fn writes_tell_their_position_and_reads_can_wait_for_it() {
     assert_eq!(created.status.as_u16(), 201, "{created:?}");
     let position = created.position().expect("X-Event-Position on a write");
     assert!(position > 0);
+    let timing = created.headers["server-timing"].to_str().unwrap();
+    assert!(timing.starts_with("read-models;dur="), "{timing}");
 
     let path = format!("/api/v1/lots/{}", created.id());
     let read = app.get_at(&path, Some(&owner), position).await;

@@ -1,0 +1,264 @@
+//! Benchmark of the event pipeline, end to end, in one run:
+//!
+//! 1. booking commands per second over HTTP at 16 clients, next to raw single-row PostgreSQL
+//!    inserts at 16 connections measured in the same run on the same database server (ratio);
+//! 2. the lag from a command being recorded to every read model showing it (p50/p99), as the
+//!    write handlers measured it (`Server-Timing: read-models`);
+//! 3. the relay's rate publishing the whole log to a fresh Kafka-protocol broker;
+//! 4. the rate of rebuilding each read model from the whole log.
+//!
+//! The server is the real `Application` (in this process, on a free port), against a fresh
+//! database, with the relay publishing to a tansu broker started for the run (`.tools/`, see
+//! `scripts/broker.sh`). 16 clients each book their own slots back to back (no conflicts), so
+//! the booking figure is the command path's cost: HTTP, JWT, two aggregates (slot calendar,
+//! booking) with their appends and numbering, and the wait for the read models that the answer
+//! is read from. Client, server, broker and database share this machine's cores.
+//!
+//! Run: `cargo run --release --locked --bin bench-pipeline`
+//! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_infra::config::KafkaConfig;
+use parking_infra::relay::Relay;
+use parking_infra::EventLog;
+use parking_tests::kafka::Broker;
+use parking_tests::{hours_from_now, spawn_app_with};
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::Result<f64> {
+    let pool = PgPoolOptions::new()
+        .max_connections(clients as u32)
+        .connect(database_url)
+        .await?;
+    sqlx::query("CREATE TABLE bench_raw (id uuid PRIMARY KEY, payload jsonb NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (pool, done) = (pool.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    sqlx::query("INSERT INTO bench_raw (id, payload) VALUES ($1, $2)")
+                        .bind(Uuid::new_v4())
+                        .bind(serde_json::json!({"kind": "bench", "n": 1}))
+                        .execute(&pool)
+                        .await
+                        .expect("insert");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+fn main() -> anyhow::Result<()> {
+    // Per-request logs would measure the terminal. Set before any thread exists.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "error");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let seconds = env("BENCH_SECONDS", 5);
+    let clients = env("BENCH_CLIENTS", 16);
+    let broker = Broker::start().await;
+    let kafka = KafkaConfig {
+        brokers: broker.address(),
+        relay_in_server: false,
+        partitions: 6,
+        replication_factor: 1,
+    };
+    let app = Arc::new(
+        spawn_app_with(&[
+            ("KAFKA_BROKERS", &kafka.brokers),
+            ("RELAY_ENABLED", "false"),
+            ("DATABASE_MAX_CONNECTIONS", "40"),
+        ])
+        .await,
+    );
+    let log = EventLog::new(app.db.clone());
+    tokio::spawn(log.clone().watch());
+    let live_relay = tokio::spawn(Relay::new(log.clone(), kafka.clone()).run());
+
+    let owner = app.lot_with_slot().await;
+    let slots_per_client = 8;
+    let mut slots = vec![owner.slot_id];
+    for n in 1..clients * slots_per_client {
+        let path = format!("/api/v1/lots/{}/slots", owner.lot_id);
+        let body = serde_json::json!({"label": format!("S{n}"), "slot_type": "standard"});
+        slots.push(app.post(&path, Some(&owner.owner_token), body).await.id());
+    }
+    let mut tokens = Vec::new();
+    for _ in 0..clients {
+        tokens.push(app.signed_in("user").await.0);
+    }
+
+    let raw = raw_inserts(&app.database_url, clients, seconds).await?;
+
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let waits = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients as usize)
+        .map(|c| {
+            let (app, done, failed) = (app.clone(), done.clone(), failed.clone());
+            let waits = waits.clone();
+            let token = tokens[c].clone();
+            let mine: Vec<Uuid> =
+                slots[c * slots_per_client as usize..(c + 1) * slots_per_client as usize].to_vec();
+            tokio::spawn(async move {
+                let mut n = 0i64;
+                while Instant::now() < deadline {
+                    // Round-robin over the client's slots, one hour later per lap: never overlapping.
+                    let slot = mine[n as usize % mine.len()];
+                    let hour = n / mine.len() as i64;
+                    let reply = app
+                        .book(&token, slot, hours_from_now(hour), hours_from_now(hour + 1))
+                        .await;
+                    if reply.status.is_success() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if let Some(ms) = read_model_wait(&reply.headers) {
+                            waits.lock().unwrap().push(ms);
+                        }
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await?;
+    }
+    let bookings = done.load(Ordering::Relaxed) as f64 / seconds as f64;
+    let mut waits = waits.lock().unwrap().clone();
+    waits.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        waits
+            .get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+
+    // The relay: publish the whole log again, from position 0, to a fresh broker.
+    live_relay.abort();
+    let _ = live_relay.await;
+    let fresh = Broker::start().await;
+    sqlx::query("UPDATE log_checkpoints SET position = 0 WHERE consumer = 'relay:kafka'")
+        .execute(&app.db)
+        .await?;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+        .fetch_one(&app.db)
+        .await?;
+    let relay = tokio::spawn(
+        Relay::new(
+            log.clone(),
+            KafkaConfig {
+                brokers: fresh.address(),
+                ..kafka.clone()
+            },
+        )
+        .run(),
+    );
+    // Timed from its first checkpoint (leadership, topics and recovery take ~0.4 s before it)
+    // to the head: whole batches, each acknowledged by the broker.
+    let mut first: Option<(i64, Instant)> = None;
+    loop {
+        let at: i64 = sqlx::query_scalar(
+            "SELECT position FROM log_checkpoints WHERE consumer = 'relay:kafka'",
+        )
+        .fetch_one(&app.db)
+        .await?;
+        if at > 0 && first.is_none() {
+            first = Some((at, Instant::now()));
+        }
+        if at >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (from, since) = first.expect("the relay moved");
+    let relayed = head - from;
+    let relay_seconds = since.elapsed().as_secs_f64();
+    relay.abort();
+
+    // Rebuilds, one projection at a time, with the server still running.
+    let mut rebuilds = Vec::new();
+    for model in parking_projections::all() {
+        let rebuilt =
+            parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| {}).await?;
+        rebuilds.push((model.name(), rebuilt));
+    }
+
+    println!("{clients} clients, {seconds} s each, same PostgreSQL server");
+    println!("raw single-row INSERT transactions/s : {raw:>8.0}");
+    println!(
+        "HTTP booking commands/s (201s)       : {bookings:>8.0}  (failed: {})",
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "ratio booking / raw insert           : {:>8.2}",
+        bookings / raw
+    );
+    println!(
+        "recorded -> read models (ms)         : p50 {:.2}, p99 {:.2}, max {:.2} ({} writes)",
+        percentile(0.50),
+        percentile(0.99),
+        waits.last().copied().unwrap_or(f64::NAN),
+        waits.len()
+    );
+    println!(
+        "relay, whole log to a fresh broker   : {:>8.0} events/s ({relayed} events in {relay_seconds:.2} s after the first batch)",
+        relayed as f64 / relay_seconds
+    );
+    for (name, rebuilt) in rebuilds {
+        println!(
+            "rebuild {name:<10}                   : {:>8.0} events/s ({} events in {:.2} s)",
+            rebuilt.events as f64 / rebuilt.seconds,
+            rebuilt.events,
+            rebuilt.seconds
+        );
+    }
+    println!(
+        "(database {} is left for inspection; scripts/test.sh drops it)",
+        app.database_url
+    );
+    Ok(())
+}
+
+/// The `read-models` duration of a `Server-Timing` header, in milliseconds.
+fn read_model_wait(headers: &reqwest::header::HeaderMap) -> Option<f64> {
+    headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|metric| {
+            let mut parts = metric.trim().split(';');
+            (parts.next()? == "read-models")
+                .then(|| parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok()))
+                .flatten()
+        })
+}
