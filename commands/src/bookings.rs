@@ -49,8 +49,9 @@ impl Commands {
         policy.check(&request.range, ctx.now)?;
 
         let slot_key = request.slot_id.to_string();
-        let slot: Slot = self.slots.load(&slot_key).await?;
-        let info = slot.info.ok_or_else(slot_not_found)?;
+        let loaded = self.slots.load_loaded(&slot_key).await?;
+        let slot: &Slot = &loaded.aggregate;
+        let info = slot.info.clone().ok_or_else(slot_not_found)?;
         let lot = self.lot(info.lot_id).await?;
         if !lot.slots.values().any(|s| s.slot_id == request.slot_id) {
             return Err(slot_not_found());
@@ -87,7 +88,7 @@ impl Commands {
             hold_until: Some(hold_until),
             now: ctx.now,
         };
-        let reserved = self.slots.execute(&slot_key, reserve, ctx).await?;
+        let reserved = self.slots.execute_loaded(loaded, reserve, ctx).await?;
         let step_ctx = reserved
             .last()
             .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));

@@ -18,6 +18,9 @@ use parking_infra::{EventLog, PgEventStore};
 use crate::context::CommandContext;
 use crate::error::{from_aggregate, CommandError};
 
+/// An aggregate loaded for a command, with the sequence its next event will follow.
+pub type Loaded<A> = cqrs_es::persist::EventStoreAggregateContext<A>;
+
 /// How often a command is re-run after losing a race. Each retry reloads the aggregate, so
 /// under N concurrent writers every round lets at least one through.
 const MAX_ATTEMPTS: u32 = 24;
@@ -44,12 +47,16 @@ where
 
     /// The aggregate's current state, straight from the event store.
     pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError> {
-        let context = self
-            .store
+        Ok(self.load_loaded(aggregate_id).await?.aggregate)
+    }
+
+    /// The aggregate as loaded for a command: pass it to [`Bus::execute_loaded`] to decide on
+    /// this very state instead of loading it again.
+    pub async fn load_loaded(&self, aggregate_id: &str) -> Result<Loaded<A>, CommandError> {
+        self.store
             .load_aggregate(aggregate_id)
             .await
-            .map_err(from_aggregate)?;
-        Ok(context.aggregate)
+            .map_err(from_aggregate)
     }
 
     /// Records in `ctx` a position that covers everything committed so far, for a request
@@ -82,10 +89,37 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        self.run(aggregate_id, None, command, ctx).await
+    }
+
+    /// [`Bus::execute`] on an aggregate the caller loaded already (to check things first).
+    /// Should it have changed meanwhile, the commit conflicts and the retry reloads it.
+    pub async fn execute_loaded(
+        &self,
+        loaded: Loaded<A>,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        let aggregate_id = loaded.aggregate_id.clone();
+        self.run(&aggregate_id, Some(loaded), command, ctx).await
+    }
+
+    async fn run(
+        &self,
+        aggregate_id: &str,
+        mut loaded: Option<Loaded<A>>,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
         let metadata = ctx.metadata();
         for attempt in 1..=MAX_ATTEMPTS {
             match self
-                .attempt(aggregate_id, command.clone(), metadata.clone())
+                .attempt(
+                    aggregate_id,
+                    loaded.take(),
+                    command.clone(),
+                    metadata.clone(),
+                )
                 .await
             {
                 Ok(committed) if committed.is_empty() => return Ok(committed),
@@ -114,10 +148,14 @@ where
     async fn attempt(
         &self,
         aggregate_id: &str,
+        loaded: Option<Loaded<A>>,
         command: A::Command,
         metadata: std::collections::HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        let mut context = match loaded {
+            Some(context) => context,
+            None => self.store.load_aggregate(aggregate_id).await?,
+        };
         let sink = EventSink::default();
         context
             .aggregate()

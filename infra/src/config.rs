@@ -47,8 +47,8 @@ pub struct Config {
     /// `READ_WAIT_MS`: how long a read waits for the read models to reach `X-Min-Position`,
     /// and a write for its own effects to show, before answering 503 (default 5000).
     pub read_wait: Duration,
-    /// `KAFKA_BROKERS`: bootstrap servers (`host:port,...`). Unset: no Kafka; projections
-    /// read the event store's tail in-process.
+    /// `KAFKA_BROKERS`: bootstrap servers (`host:port,...`), where the relay publishes the
+    /// log. Unset: nothing is published. (Projections read the event store's tail either way.)
     pub kafka: Option<KafkaConfig>,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Adapters between the domain and the outside world: configuration, telemetry, the
 //! Postgres pool and migrations, the event store (postgres-es plus our own correct
-//! snapshots), and the clock.
+//! snapshots), the global commit-ordered log (`log`), the relay to Kafka (`relay`, with the
+//! Kafka contract in `kafka`), idempotency-key storage, and the clock.
 //!
 //! It must never hold business rules: whatever it stores or sends, the domain decided.
 #![forbid(unsafe_code)]

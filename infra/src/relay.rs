@@ -70,7 +70,12 @@ impl Relay {
     pub async fn run(self) {
         let mut failures = 0u32;
         loop {
+            let started = Instant::now();
             let Err(e) = self.lead().await;
+            // A relay that worked for a while before failing starts its back-off afresh.
+            if started.elapsed() > Duration::from_secs(60) {
+                failures = 0;
+            }
             failures += 1;
             let pause = Duration::from_millis(500 * u64::from(failures.min(10)));
             tracing::warn!(error = %e, ?pause, "relay stopped; starting over");
@@ -394,6 +399,12 @@ async fn same_history(
             crate::event_store::event_id(&kind, &id, sequence as usize) == tail.event_id
         });
         if !same {
+            tracing::error!(
+                topic,
+                partition,
+                position = tail.position,
+                "Kafka and the event store disagree"
+            );
             return Err(RelayError::Setup(format!(
                 "{topic}[{partition}] ends with event {} at position {}, which this database \
                  does not hold there: Kafka and the event store have different histories \

@@ -2,8 +2,8 @@
 //!
 //! History is never rewritten. When an event's payload changes shape, its `event_version` is
 //! bumped and an upcaster is added here that turns the old stored shape into the new one on
-//! load. Every `PgEventStore` (the command buses' and the read models') takes its upcasters
-//! from this one place, so writers and readers always agree.
+//! load. Every `PgEventStore` (the command buses') and `LoggedEvent::decode` (the
+//! projections') takes its upcasters from this one place, so writers and readers always agree.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
