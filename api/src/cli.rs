@@ -187,6 +187,10 @@ pub async fn create_user(
         )
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    commands
+        .settle(&ctx)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
     println!("{id}");
     Ok(())
 }

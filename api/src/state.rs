@@ -44,7 +44,8 @@ impl AppState {
     /// Waits until the read models show what `ctx`'s commands wrote, so that the answer of a
     /// write can be read from them.
     pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), crate::error::ApiError> {
-        self.caught_up_to(ctx.position()).await
+        let position = self.commands.settle(ctx).await?;
+        self.caught_up_to(position).await
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {

@@ -139,7 +139,7 @@ impl Commands {
         if !same {
             return Err(key_reused());
         }
-        self.bookings.observe_history(ctx).await?;
+        self.bookings.observe_history(ctx);
         Ok(Some(CreatedBooking {
             booking_id,
             price: made.price,

@@ -4,16 +4,17 @@
 //! differences the rest of the system needs, see `docs/adr/0003-command-bus.md`: it returns
 //! the committed envelopes; it retries a command whose commit lost an optimistic-concurrency
 //! race, on a freshly loaded aggregate, so the rules are always checked against the latest
-//! state; and instead of running queries in-process it numbers the new events in the global
-//! log and records their position in the command's context. Read models follow the log on
-//! their own (`parking-projections`); a response that must show its writes waits for them.
+//! state; and instead of running queries in-process it notes in the command's context that
+//! the request has events to number in the global log, which happens once per request
+//! (`Commands::settle`). Read models follow the log on their own (`parking-projections`); a
+//! response that must show its writes waits for them.
 
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use parking_domain::RuleError;
-use parking_infra::{EventLog, PgEventStore};
+use parking_infra::PgEventStore;
 
 use crate::context::CommandContext;
 use crate::error::{from_aggregate, CommandError};
@@ -28,7 +29,6 @@ const MAX_ATTEMPTS: u32 = 24;
 pub struct Bus<A: Aggregate> {
     store: PgEventStore<A>,
     services: A::Services,
-    log: EventLog,
 }
 
 impl<A> Bus<A>
@@ -37,12 +37,8 @@ where
     A::Command: Clone,
     A::Error: RuleError,
 {
-    pub fn new(store: PgEventStore<A>, services: A::Services, log: EventLog) -> Self {
-        Self {
-            store,
-            services,
-            log,
-        }
+    pub fn new(store: PgEventStore<A>, services: A::Services) -> Self {
+        Self { store, services }
     }
 
     /// The aggregate's current state, straight from the event store.
@@ -59,16 +55,10 @@ where
             .map_err(from_aggregate)
     }
 
-    /// Records in `ctx` a position that covers everything committed so far, for a request
+    /// Notes in `ctx` that its answer must cover everything committed so far, for a request
     /// that found its work already done (a retry) and so wrote nothing itself.
-    pub async fn observe_history(&self, ctx: &CommandContext) -> Result<(), CommandError> {
-        let head = self
-            .log
-            .sequence()
-            .await
-            .map_err(|e| CommandError::Infrastructure(e.into()))?;
-        ctx.record_position(head);
-        Ok(())
+    pub fn observe_history(&self, ctx: &CommandContext) {
+        ctx.mark_unsettled();
     }
 
     /// Whether `command` would be accepted now, without recording anything.
@@ -124,11 +114,8 @@ where
             {
                 Ok(committed) if committed.is_empty() => return Ok(committed),
                 Ok(committed) => {
-                    // Committed: number the events. Should that fail, they are numbered by the
-                    // next sequencing from anyone; this answer cannot promise a position, so it
-                    // is an error, and the client's retry (same Idempotency-Key) finds the
-                    // work done.
-                    self.observe_history(ctx).await?;
+                    // Numbered once per request, when it settles (`Commands::settle`).
+                    ctx.mark_unsettled();
                     return Ok(committed);
                 }
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {

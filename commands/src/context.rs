@@ -1,7 +1,7 @@
 //! The metadata every event carries: who, why, and as part of what.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -34,15 +34,22 @@ pub struct CommandContext {
 /// Where a request's commands note the log position of what they wrote; its clones share it,
 /// so whoever made the context (the HTTP layer) can read it after the commands ran.
 #[derive(Debug, Clone, Default)]
-pub struct PositionCell(Arc<AtomicI64>);
+pub struct PositionCell(Arc<PositionState>);
+
+#[derive(Debug, Default)]
+struct PositionState {
+    position: AtomicI64,
+    /// Events were committed (or found) that the position does not cover yet.
+    unsettled: AtomicBool,
+}
 
 impl PositionCell {
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Acquire)
+        self.0.position.load(Ordering::Acquire)
     }
 
     fn record(&self, position: i64) {
-        self.0.fetch_max(position, Ordering::AcqRel);
+        self.0.position.fetch_max(position, Ordering::AcqRel);
     }
 }
 
@@ -116,6 +123,15 @@ impl CommandContext {
 
     pub(crate) fn record_position(&self, position: i64) {
         self.position.record(position);
+    }
+
+    pub(crate) fn mark_unsettled(&self) {
+        self.position.0.unsettled.store(true, Ordering::Release);
+    }
+
+    /// Whether the request has events not yet covered by its position; clears the mark.
+    pub(crate) fn take_unsettled(&self) -> bool {
+        self.position.0.unsettled.swap(false, Ordering::AcqRel)
     }
 
     /// Whether this command is a request that may be a retry (it carries an idempotency key).

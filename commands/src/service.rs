@@ -10,6 +10,7 @@ use parking_infra::event_store::Snapshots;
 use parking_infra::{Clock, EventLog, PgEventStore};
 
 use crate::bus::Bus;
+use crate::{CommandContext, CommandError};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -30,6 +31,7 @@ pub struct Commands {
     pub(crate) bookings: Bus<Booking>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
+    log: EventLog,
     /// A hash to check unknown users' passwords against, made on first use.
     pub(crate) decoy_hash: tokio::sync::OnceCell<String>,
 }
@@ -39,8 +41,8 @@ impl Commands {
         let pool = log.pool().clone();
         use Snapshots::{Every, Never};
         Self {
-            users: Bus::new(PgEventStore::new(pool.clone(), Never), (), log.clone()),
-            claims: Bus::new(PgEventStore::new(pool.clone(), Never), (), log.clone()),
+            users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
+            claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             // A lot's stream grows with its slots; a slot's with its bookings.
             lots: Bus::new(
                 PgEventStore::new(
@@ -51,7 +53,6 @@ impl Commands {
                     },
                 ),
                 (),
-                log.clone(),
             ),
             slots: Bus::new(
                 PgEventStore::new(
@@ -62,13 +63,30 @@ impl Commands {
                     },
                 ),
                 (),
-                log.clone(),
             ),
-            bookings: Bus::new(PgEventStore::new(pool, Never), settings.booking_policy, log),
+            bookings: Bus::new(PgEventStore::new(pool, Never), settings.booking_policy),
             clock,
             settings,
+            log,
             decoy_hash: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Numbers what the request behind `ctx` recorded (or found recorded) in the global log,
+    /// once, and notes in `ctx` the position that covers it. Concurrent requests share the
+    /// numbering (`EventLog::sequence`). Should it fail, the events are numbered by the next
+    /// numbering from anyone; the request gets the error (its retry finds the work done).
+    pub async fn settle(&self, ctx: &CommandContext) -> Result<i64, CommandError> {
+        if ctx.take_unsettled() {
+            match self.log.sequence().await {
+                Ok(head) => ctx.record_position(head),
+                Err(e) => {
+                    ctx.mark_unsettled();
+                    return Err(CommandError::Infrastructure(e.into()));
+                }
+            }
+        }
+        Ok(ctx.position())
     }
 
     pub fn clock(&self) -> &dyn Clock {

@@ -111,31 +111,61 @@ impl<A: Aggregate> PgEventStore<A> {
             .collect()
     }
 
-    /// The latest snapshot of the current schema, if any and if it still deserializes.
-    async fn snapshot(&self, aggregate_id: &str) -> Option<(A, usize)> {
+    /// The latest snapshot of the current schema and the events after it, in one round trip;
+    /// `None` when there is no usable snapshot (the caller replays the whole stream).
+    async fn snapshot_and_tail(
+        &self,
+        aggregate_id: &str,
+    ) -> Option<(A, usize, Vec<SerializedEvent>)> {
         let Snapshots::Every { schema, .. } = self.snapshots else {
             return None;
         };
-        let (sequence, payload): (i64, serde_json::Value) = sqlx::query_as(
-            "SELECT sequence, payload FROM aggregate_snapshots
-              WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version = $3",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind(schema)
-        .fetch_optional(&self.pool)
-        .await
-        .inspect_err(
-            |e| tracing::warn!(error = %e, aggregate_id, "snapshot read failed; replaying"),
-        )
-        .ok()??;
-        match serde_json::from_value(payload) {
-            Ok(aggregate) => Some((aggregate, sequence as usize)),
-            Err(e) => {
-                tracing::warn!(error = %e, aggregate_id, "snapshot does not deserialize; replaying");
-                None
-            }
-        }
+        let (sequence, payload, tail): (i64, serde_json::Value, Option<serde_json::Value>) =
+            sqlx::query_as(
+                "SELECT s.sequence, s.payload,
+                        (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
+                                                          e.payload, e.metadata) ORDER BY e.sequence)
+                           FROM events e
+                          WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id
+                            AND e.sequence > s.sequence)
+                   FROM aggregate_snapshots s
+                  WHERE s.aggregate_type = $1 AND s.aggregate_id = $2 AND s.schema_version = $3",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(schema)
+            .fetch_optional(&self.pool)
+            .await
+            .inspect_err(
+                |e| tracing::warn!(error = %e, aggregate_id, "snapshot read failed; replaying"),
+            )
+            .ok()??;
+        let aggregate = serde_json::from_value(payload)
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, aggregate_id, "snapshot does not deserialize; replaying")
+            })
+            .ok()?;
+        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> = match tail {
+            None => Vec::new(),
+            Some(tail) => serde_json::from_value(tail)
+                .inspect_err(|e| tracing::warn!(error = %e, aggregate_id, "tail unreadable"))
+                .ok()?,
+        };
+        let events = rows
+            .into_iter()
+            .map(|(sequence, event_type, event_version, payload, metadata)| {
+                SerializedEvent::new(
+                    aggregate_id.to_owned(),
+                    sequence as usize,
+                    A::TYPE.to_owned(),
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata,
+                )
+            })
+            .collect();
+        Some((aggregate, sequence as usize, events))
     }
 
     /// Stores `aggregate` as the state after `sequence`. A newer snapshot is never replaced by
@@ -182,11 +212,12 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<A::Error>> {
-        let (mut aggregate, from) = self.snapshot(aggregate_id).await.unwrap_or_default();
-        let events = if from == 0 {
-            self.repo.get_events::<A>(aggregate_id).await?
-        } else {
-            self.repo.get_last_events::<A>(aggregate_id, from).await?
+        let (mut aggregate, from, events) = match self.snapshot_and_tail(aggregate_id).await {
+            Some(loaded) => loaded,
+            None => {
+                let events = self.repo.get_events::<A>(aggregate_id).await?;
+                (A::default(), 0, events)
+            }
         };
         let mut current_sequence = from;
         for envelope in self.deserialize(events)? {

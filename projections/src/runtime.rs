@@ -2,9 +2,13 @@
 //! order, and records how far it got in the same transaction as the rows it wrote
 //! (`log_checkpoints`), so a crash can neither skip an event nor apply one twice.
 //!
+//! One task runs all of a process's projections: while they are healthy, each batch is one
+//! transaction for all of them (the events read once, every checkpoint moved); one that fails
+//! is set aside and retried alone, without holding up the others.
+//!
 //! Several processes may run the same projections (every API node does): each batch starts
-//! by locking the projection's checkpoint row, so only one of them applies a given batch and
-//! the others continue from where it stopped.
+//! by locking the checkpoint rows (in name order), so only one of them applies a given batch
+//! and the others continue from where it stopped.
 //!
 //! Reads that must show a write wait with [`Projections::wait_for`] until every projection
 //! has passed the write's position (`X-Event-Position` / `X-Min-Position`).
@@ -123,9 +127,143 @@ impl Projections {
 
     /// Runs every projection in the background, for the life of the process.
     pub fn start(&self, source: Arc<dyn EventSource>) {
-        for runner in self.runners.iter() {
-            tokio::spawn(runner.clone().run(self.pool.clone(), source.clone()));
+        tokio::spawn(self.clone().run(source));
+    }
+
+    /// The projector loop. Healthy projections go together: one transaction per batch reads
+    /// the events once, applies them to each, and moves every checkpoint (a quarter of the
+    /// round trips of one transaction each). When that fails, each is tried alone to find the
+    /// one that cannot go on; it is set aside, retried alone with a growing pause, and rejoins
+    /// once it gets through. The others never wait for it.
+    async fn run(self, source: Arc<dyn EventSource>) {
+        let mut set_aside: Vec<Option<SetAside>> = vec![None; self.runners.len()];
+        let mut pending_checkpoints = true;
+        loop {
+            if pending_checkpoints {
+                pending_checkpoints = false;
+                for runner in self.runners.iter() {
+                    if let Err(e) = runner.ensure_checkpoint(&self.pool).await {
+                        tracing::warn!(error = %e, "projection checkpoints not ready; retrying");
+                        pending_checkpoints = true;
+                    }
+                }
+                if pending_checkpoints {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let healthy: Vec<&Arc<Runner>> = self
+                .runners
+                .iter()
+                .zip(&set_aside)
+                .filter(|(_, aside)| aside.is_none())
+                .map(|(runner, _)| runner)
+                .collect();
+            let mut progressed = false;
+            if !healthy.is_empty() {
+                match self.step_together(&healthy, source.as_ref()).await {
+                    Ok(moved) => progressed = moved,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "projections failed together; trying each alone");
+                        for (i, runner) in self.runners.iter().enumerate() {
+                            if set_aside[i].is_some() {
+                                continue;
+                            }
+                            match runner.step(&self.pool, source.as_ref()).await {
+                                Ok(moved) => progressed |= moved.is_some(),
+                                Err(e) => set_aside[i] = Some(SetAside::new(runner, &e)),
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, runner) in self.runners.iter().enumerate() {
+                let Some(aside) = set_aside[i].as_mut() else {
+                    continue;
+                };
+                if tokio::time::Instant::now() < aside.retry_at {
+                    continue;
+                }
+                match runner.step(&self.pool, source.as_ref()).await {
+                    Ok(_) => {
+                        tracing::info!(projection = runner.model.name(), "projection recovered");
+                        set_aside[i] = None;
+                        progressed = true;
+                    }
+                    Err(e) => aside.failed_again(runner, &e),
+                }
+            }
+            if !progressed {
+                let at = healthy
+                    .iter()
+                    .map(|r| *r.applied.borrow())
+                    .min()
+                    .unwrap_or(i64::MAX);
+                let patience = set_aside
+                    .iter()
+                    .flatten()
+                    .map(|a| {
+                        a.retry_at
+                            .saturating_duration_since(tokio::time::Instant::now())
+                    })
+                    .min()
+                    .unwrap_or(IDLE_POLL)
+                    .min(IDLE_POLL);
+                source.wait(at, patience).await;
+            }
         }
+    }
+
+    /// One batch for several projections in one transaction; whether anything was applied.
+    async fn step_together(
+        &self,
+        runners: &[&Arc<Runner>],
+        source: &dyn EventSource,
+    ) -> Result<bool, ProjectionError> {
+        let consumers: Vec<&str> = runners.iter().map(|r| r.consumer.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        // Derived data: see `Runner::step` on synchronous_commit. Rows are locked in name
+        // order, as every process does, so two projectors cannot deadlock.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT consumer, position FROM log_checkpoints, set_config('synchronous_commit', 'off', true)
+              WHERE consumer = ANY($1) ORDER BY consumer FOR UPDATE OF log_checkpoints",
+        )
+        .bind(&consumers)
+        .fetch_all(&mut *tx)
+        .await?;
+        let at: Vec<i64> = runners
+            .iter()
+            .map(|r| {
+                rows.iter()
+                    .find(|(consumer, _)| *consumer == r.consumer)
+                    .map_or(0, |(_, position)| *position)
+            })
+            .collect();
+        for (runner, at) in runners.iter().zip(&at) {
+            runner.advance(*at);
+        }
+        let from = at.iter().copied().min().unwrap_or(0);
+        let events = source.read(&mut tx, from, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            return Ok(false);
+        };
+        for (runner, at) in runners.iter().zip(&at) {
+            for event in events.iter().filter(|e| e.global_position > *at) {
+                runner.model.apply(&mut tx, event).await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE log_checkpoints SET position = $2, updated_at = now() WHERE consumer = ANY($1)",
+        )
+        .bind(&consumers)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for runner in runners {
+            runner.advance(last);
+        }
+        Ok(true)
     }
 
     /// Applies everything the log holds now to every projection, then returns the position
@@ -185,42 +323,39 @@ pub async fn checkpoint(pool: &PgPool, consumer: &str) -> Result<i64, sqlx::Erro
     Ok(at.unwrap_or(0))
 }
 
-impl Runner {
-    async fn run(self: Arc<Self>, pool: PgPool, source: Arc<dyn EventSource>) {
-        let name = self.model.name();
-        let mut failures = 0u32;
-        let mut has_checkpoint = false;
-        loop {
-            let step = match has_checkpoint {
-                true => self.step(&pool, source.as_ref()).await,
-                false => match self.ensure_checkpoint(&pool).await {
-                    Ok(()) => {
-                        has_checkpoint = true;
-                        continue;
-                    }
-                    Err(e) => Err(e.into()),
-                },
-            };
-            match step {
-                Ok(Some(_)) => failures = 0,
-                Ok(None) => {
-                    failures = 0;
-                    let at = *self.applied.borrow();
-                    source.wait(at, IDLE_POLL).await;
-                }
-                Err(e) => {
-                    // The projection stops here until the cause is fixed (a database outage
-                    // passes by itself; an event it cannot apply needs a fix and a restart).
-                    // It never skips: a read model with a hole would be silently wrong.
-                    failures += 1;
-                    let pause = Duration::from_millis(200 * u64::from(failures.min(50)));
-                    tracing::error!(projection = name, error = %e, ?pause, "projection failed; retrying");
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
+/// A projection that failed on its own: it stops where it is until the cause goes away (a
+/// database outage passes by itself; an event it cannot apply needs a fix). It never skips:
+/// a read model with a hole would be silently wrong.
+#[derive(Clone)]
+struct SetAside {
+    failures: u32,
+    retry_at: tokio::time::Instant,
+}
+
+impl SetAside {
+    fn new(runner: &Runner, error: &ProjectionError) -> Self {
+        let mut aside = Self {
+            failures: 0,
+            retry_at: tokio::time::Instant::now(),
+        };
+        aside.failed_again(runner, error);
+        aside
     }
 
+    fn failed_again(&mut self, runner: &Runner, error: &ProjectionError) {
+        self.failures += 1;
+        let pause = Duration::from_millis(200 * u64::from(self.failures.min(50)));
+        self.retry_at = tokio::time::Instant::now() + pause;
+        tracing::error!(
+            projection = runner.model.name(),
+            error = %error,
+            ?pause,
+            "projection failed; retrying alone"
+        );
+    }
+}
+
+impl Runner {
     async fn ensure_checkpoint(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO log_checkpoints (consumer, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",

@@ -8,7 +8,7 @@ use parking_domain::lot::SlotType;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_infra::event_store::{event_id, Snapshots};
-use parking_infra::{EventLog, PgEventStore};
+use parking_infra::PgEventStore;
 use parking_tests::{hours_from_now, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -107,11 +107,7 @@ fn at(hour: i64) -> chrono::DateTime<Utc> {
 /// with lapsing holds) and releases, with snapshots every 5 events, so that loads start from
 /// snapshots taken in every kind of state.
 async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String {
-    let bus = Bus::new(
-        PgEventStore::<Slot>::new(app.db.clone(), snapshots),
-        (),
-        EventLog::new(app.db.clone()),
-    );
+    let bus = Bus::new(PgEventStore::<Slot>::new(app.db.clone(), snapshots), ());
     let slot_id = Uuid::new_v4().to_string();
     let ctx = CommandContext::for_request(None, "test".into(), at(0));
     let register = SlotCommand::Register {
@@ -286,7 +282,7 @@ async fn an_old_event_version_is_read_through_its_upcaster() {
     assert_eq!(lot.owner_id, owner);
 
     // New commands build on the old history; the stored old event is left as it was.
-    let bus = Bus::new(store(), (), EventLog::new(app.db.clone()));
+    let bus = Bus::new(store(), ());
     let actor = Actor {
         user_id: owner,
         role: Role::ParkingOwner,

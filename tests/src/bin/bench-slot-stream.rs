@@ -18,7 +18,7 @@ use parking_domain::lot::SlotType;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_infra::event_store::Snapshots;
-use parking_infra::{EventLog, PgEventStore};
+use parking_infra::PgEventStore;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -41,11 +41,7 @@ fn reserve(hour: i64) -> SlotCommand {
 
 /// Registers a slot and gives it `history` reservation events.
 async fn slot_with_history(pool: &PgPool, history: i64) -> (String, i64) {
-    let bus = Bus::new(
-        PgEventStore::<Slot>::new(pool.clone(), SNAPSHOTS),
-        (),
-        EventLog::new(pool.clone()),
-    );
+    let bus = Bus::new(PgEventStore::<Slot>::new(pool.clone(), SNAPSHOTS), ());
     let ctx = CommandContext::system("bench-seed".into(), Utc::now());
     let id = Uuid::new_v4().to_string();
     let register = SlotCommand::Register {
@@ -80,11 +76,7 @@ async fn clone_stream(pool: &PgPool, id: &str) -> anyhow::Result<String> {
 
 /// Commands per second for `n` sequential reservations on slot `id`, starting at `hour`.
 async fn measure(pool: &PgPool, snapshots: Snapshots, id: &str, hour: i64, n: i64) -> f64 {
-    let bus = Bus::new(
-        PgEventStore::<Slot>::new(pool.clone(), snapshots),
-        (),
-        EventLog::new(pool.clone()),
-    );
+    let bus = Bus::new(PgEventStore::<Slot>::new(pool.clone(), snapshots), ());
     let ctx = CommandContext::system("bench".into(), Utc::now());
     let started = Instant::now();
     for i in 0..n {
