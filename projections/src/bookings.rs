@@ -30,68 +30,131 @@ impl Projection<Booking> for BookingsProjection {
         db: &mut PgConnection,
         event: &EventEnvelope<Booking>,
     ) -> Result<(), sqlx::Error> {
-        let id = aggregate_uuid(event)?;
-        let version = event.sequence as i64;
-        let at = occurred_at(event)?;
-        match &event.payload {
-            BookingEvent::BookingCreated {
-                user_id,
-                lot_id,
-                lot_owner_id,
-                slot_id,
-                range,
-                vehicle_number,
-                price,
-                hold_until,
-                created_at,
-            } => {
-                sqlx::query(
-                    "INSERT INTO rm_bookings (id, user_id, lot_id, lot_owner_id, slot_id, start_time,
-                        end_time, vehicle_number, price_cents, currency, status, hold_until,
-                        created_at, updated_at, version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(user_id)
-                .bind(lot_id)
-                .bind(lot_owner_id)
-                .bind(slot_id)
-                .bind(range.start())
-                .bind(range.end())
-                .bind(vehicle_number.as_str())
-                .bind(price.minor)
-                .bind(price.currency.as_str())
-                .bind(BookingStatus::Pending.as_str())
-                .bind(hold_until)
-                .bind(created_at)
-                .bind(version)
-                .execute(db)
-                .await?;
+        self.apply_batch(db, std::slice::from_ref(event)).await
+    }
+
+    /// Two statements for any number of events: the new bookings in one insert, then, per
+    /// booking, its latest status in one update. Safe because a booking's creation comes
+    /// before its status changes in its stream, and a status change replaces the whole status.
+    async fn apply_batch(
+        &self,
+        db: &mut PgConnection,
+        events: &[EventEnvelope<Booking>],
+    ) -> Result<(), sqlx::Error> {
+        let mut created = NewRows::default();
+        // Latest status change per booking, in the order first seen.
+        let mut changes: Vec<(Uuid, i64, BookingStatus, DateTime<Utc>)> = Vec::new();
+        for event in events {
+            let id = aggregate_uuid(event)?;
+            let version = event.sequence as i64;
+            match &event.payload {
+                BookingEvent::BookingCreated {
+                    user_id,
+                    lot_id,
+                    lot_owner_id,
+                    slot_id,
+                    range,
+                    vehicle_number,
+                    price,
+                    hold_until,
+                    created_at,
+                } => {
+                    created.id.push(id);
+                    created.user_id.push(*user_id);
+                    created.lot_id.push(*lot_id);
+                    created.lot_owner_id.push(*lot_owner_id);
+                    created.slot_id.push(*slot_id);
+                    created.start_time.push(range.start());
+                    created.end_time.push(range.end());
+                    created
+                        .vehicle_number
+                        .push(vehicle_number.as_str().to_owned());
+                    created.price_cents.push(price.minor);
+                    created.currency.push(price.currency.as_str().to_owned());
+                    created.hold_until.push(*hold_until);
+                    created.created_at.push(*created_at);
+                    created.version.push(version);
+                }
+                BookingEvent::BookingCancelled { .. } => {
+                    let change = (id, version, BookingStatus::Cancelled, occurred_at(event)?);
+                    match changes.iter_mut().find(|c| c.0 == id) {
+                        Some(earlier) => *earlier = change,
+                        None => changes.push(change),
+                    }
+                }
             }
-            BookingEvent::BookingCancelled { .. } => {
-                set_status(db, id, version, BookingStatus::Cancelled, at).await?;
-            }
+        }
+        if !created.id.is_empty() {
+            sqlx::query(
+                "INSERT INTO rm_bookings (id, user_id, lot_id, lot_owner_id, slot_id, start_time,
+                    end_time, vehicle_number, price_cents, currency, status, hold_until,
+                    created_at, updated_at, version)
+                 SELECT n.id, n.user_id, n.lot_id, n.lot_owner_id, n.slot_id, n.start_time,
+                        n.end_time, n.vehicle_number, n.price_cents, n.currency, $13, n.hold_until,
+                        n.created_at, n.created_at, n.version
+                   FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
+                               $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bigint[],
+                               $10::text[], $11::timestamptz[], $12::timestamptz[], $14::bigint[])
+                        AS n(id, user_id, lot_id, lot_owner_id, slot_id, start_time, end_time,
+                             vehicle_number, price_cents, currency, hold_until, created_at, version)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&created.id)
+            .bind(&created.user_id)
+            .bind(&created.lot_id)
+            .bind(&created.lot_owner_id)
+            .bind(&created.slot_id)
+            .bind(&created.start_time)
+            .bind(&created.end_time)
+            .bind(&created.vehicle_number)
+            .bind(&created.price_cents)
+            .bind(&created.currency)
+            .bind(&created.hold_until)
+            .bind(&created.created_at)
+            .bind(BookingStatus::Pending.as_str())
+            .bind(&created.version)
+            .execute(&mut *db)
+            .await?;
+        }
+        if !changes.is_empty() {
+            let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+            let versions: Vec<i64> = changes.iter().map(|c| c.1).collect();
+            let statuses: Vec<&str> = changes.iter().map(|c| c.2.as_str()).collect();
+            let ats: Vec<DateTime<Utc>> = changes.iter().map(|c| c.3).collect();
+            sqlx::query(
+                "UPDATE rm_bookings b
+                    SET status = c.status, updated_at = c.at, version = c.version
+                   FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[])
+                        AS c(id, version, status, at)
+                  WHERE b.id = c.id AND b.version < c.version",
+            )
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&statuses)
+            .bind(&ats)
+            .execute(&mut *db)
+            .await?;
         }
         Ok(())
     }
 }
 
-async fn set_status(
-    db: &mut PgConnection,
-    id: Uuid,
-    version: i64,
-    status: BookingStatus,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE rm_bookings SET status = $3, updated_at = $4, version = $2 WHERE id = $1 AND version < $2")
-        .bind(id)
-        .bind(version)
-        .bind(status.as_str())
-        .bind(at)
-        .execute(db)
-        .await?;
-    Ok(())
+/// Columns of new `rm_bookings` rows, for one multi-row insert.
+#[derive(Default)]
+struct NewRows {
+    id: Vec<Uuid>,
+    user_id: Vec<Uuid>,
+    lot_id: Vec<Uuid>,
+    lot_owner_id: Vec<Uuid>,
+    slot_id: Vec<Uuid>,
+    start_time: Vec<DateTime<Utc>>,
+    end_time: Vec<DateTime<Utc>>,
+    vehicle_number: Vec<String>,
+    price_cents: Vec<i64>,
+    currency: Vec<String>,
+    hold_until: Vec<DateTime<Utc>>,
+    created_at: Vec<DateTime<Utc>>,
+    version: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -63,9 +63,8 @@ pub async fn rebuild(
         let Some(last) = batch.last().map(|e| e.global_position) else {
             break;
         };
-        for event in &batch {
-            model.apply(&mut tx, event).await?;
-        }
+        let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
+        model.apply_batch(&mut tx, &refs).await?;
         tx.commit().await?;
         position = last;
         events += batch.len() as u64;
@@ -166,9 +165,8 @@ async fn swap(
         let Some(last) = batch.last().map(|e| e.global_position) else {
             break;
         };
-        for event in &batch {
-            model.apply(&mut tx, event).await?;
-        }
+        let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
+        model.apply_batch(&mut tx, &refs).await?;
         tail += batch.len() as u64;
         position = last;
     }

@@ -248,9 +248,9 @@ impl Projections {
             return Ok(false);
         };
         for (runner, at) in runners.iter().zip(&at) {
-            for event in events.iter().filter(|e| e.global_position > *at) {
-                runner.model.apply(&mut tx, event).await?;
-            }
+            let unseen: Vec<&LoggedEvent> =
+                events.iter().filter(|e| e.global_position > *at).collect();
+            runner.model.apply_batch(&mut tx, &unseen).await?;
         }
         sqlx::query(
             "UPDATE log_checkpoints SET position = $2, updated_at = now() WHERE consumer = ANY($1)",
@@ -389,9 +389,8 @@ impl Runner {
         let Some(last) = events.last().map(|e| e.global_position) else {
             return Ok(None);
         };
-        for event in &events {
-            self.model.apply(&mut tx, event).await?;
-        }
+        let events: Vec<&LoggedEvent> = events.iter().collect();
+        self.model.apply_batch(&mut tx, &events).await?;
         sqlx::query(
             "UPDATE log_checkpoints SET position = $2, updated_at = now() WHERE consumer = $1",
         )
