@@ -77,9 +77,11 @@ pub async fn relay(config: &Config) -> anyhow::Result<()> {
     db::migrate(&pool).await?;
     let log = parking_infra::EventLog::new(pool);
     tokio::spawn(log.clone().watch());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         () = parking_infra::relay::Relay::new(log, kafka).run() => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("relay stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("relay stopping (SIGINT)"),
+        _ = terminate.recv() => tracing::info!("relay stopping (SIGTERM)"),
     }
     Ok(())
 }

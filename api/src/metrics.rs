@@ -21,6 +21,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    /// `projection:<name>` or `relay:kafka`.
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
     route: String,
@@ -32,6 +38,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     db_connections: Gauge,
     db_idle: Gauge,
+    log_head: Gauge,
+    consumer_lag: Family<ConsumerLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,12 +72,26 @@ impl Default for Metrics {
             "Idle database connections",
             db_idle.clone(),
         );
+        let log_head = Gauge::default();
+        let consumer_lag = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "log_head_position",
+            "Position of the last numbered event of the global log",
+            log_head.clone(),
+        );
+        registry.register(
+            "log_consumer_lag_events",
+            "Events of the log a projection or the relay has yet to process",
+            consumer_lag.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             db_connections,
             db_idle,
+            log_head,
+            consumer_lag,
         }
     }
 }
@@ -108,6 +130,18 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
     let m = &state.metrics;
     m.db_connections.set(i64::from(state.pool.size()));
     m.db_idle.set(state.pool.num_idle() as i64);
+    // Read at scrape time; a database that does not answer leaves the last values.
+    let names = state.projections.names();
+    if let Ok((head, consumers)) = parking_projections::runtime::status(&state.pool, &names).await {
+        m.log_head.set(head);
+        for consumer in consumers {
+            m.consumer_lag
+                .get_or_create(&ConsumerLabels {
+                    consumer: consumer.consumer,
+                })
+                .set(consumer.lag);
+        }
+    }
     let mut text = String::new();
     encode(&mut text, &m.registry).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(HttpResponse::Ok()

@@ -38,9 +38,17 @@ impl Modify for BearerAuth {
 }
 
 /// Completes the collected document with what applies to many operations at once: the
-/// optional `Idempotency-Key` header of every write (see `crate::idempotency`).
+/// optional `Idempotency-Key` header of every write (see `crate::idempotency`), the
+/// `X-Event-Position` of their successful answers, and the `X-Min-Position` header of every
+/// read (see `crate::consistency`).
 pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     for (path, item) in openapi.paths.paths.iter_mut() {
+        for operation in [&mut item.get, &mut item.head].into_iter().flatten() {
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(utoipa::openapi::RefOr::T(min_position()));
+        }
         if path == "/api/v1/auth/login" {
             continue;
         }
@@ -57,9 +65,44 @@ pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
                 .parameters
                 .get_or_insert_with(Vec::new)
                 .push(utoipa::openapi::RefOr::T(idempotency_key()));
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let (true, utoipa::openapi::RefOr::T(response)) =
+                    (status.starts_with('2'), response)
+                {
+                    response.headers.insert(
+                        "X-Event-Position".to_owned(),
+                        utoipa::openapi::RefOr::T(event_position()),
+                    );
+                }
+            }
         }
     }
     openapi
+}
+
+fn min_position() -> Parameter {
+    ParameterBuilder::new()
+        .name("X-Min-Position")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Optional read-your-writes: the `X-Event-Position` of an earlier write. The answer \
+             waits until every read model has reached it; after `READ_WAIT_MS` (5 s by \
+             default) it is 503 `read_model_lagging` with `Retry-After`. Not a non-negative \
+             integer, or beyond the end of the event log: 400 `invalid_min_position`.",
+        ))
+        .schema(Some(Object::with_type(Type::Integer)))
+        .build()
+}
+
+fn event_position() -> utoipa::openapi::header::Header {
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(Some(Object::with_type(Type::Integer)))
+        .description(Some(
+            "Position in the global event log that covers what this request recorded; send it \
+             as `X-Min-Position` to read it from any node. Absent when nothing was recorded.",
+        ))
+        .build()
 }
 
 fn idempotency_key() -> Parameter {

@@ -85,6 +85,21 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
     .map(|s| s.to_string())
     .collect();
     assert_eq!(operations, expected);
+    // Read-your-writes is documented where it applies.
+    let get_lot = &doc.body["paths"]["/api/v1/lots/{lot_id}"]["get"];
+    assert!(
+        get_lot["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "X-Min-Position" && p["in"] == "header"),
+        "{get_lot}"
+    );
+    let create_lot = &doc.body["paths"]["/api/v1/lots"]["post"];
+    assert!(
+        create_lot["responses"]["201"]["headers"]["X-Event-Position"].is_object(),
+        "{create_lot}"
+    );
     assert!(doc.body["components"]["schemas"]["Problem"].is_object());
     assert!(doc.body["components"]["securitySchemes"]["bearer"].is_object());
 
@@ -172,6 +187,12 @@ async fn metrics_count_requests_by_route_pattern() {
     );
     assert!(text.contains("parking_http_request_duration_seconds_bucket"));
     assert!(text.contains("parking_db_pool_connections"));
+    // The log and its consumers: nothing written yet, so every projection is caught up.
+    assert!(text.contains("parking_log_head_position 0"), "{text}");
+    assert!(
+        text.contains(r#"parking_log_consumer_lag_events{consumer="projection:bookings"} 0"#),
+        "{text}"
+    );
     for id in &asked {
         assert!(
             !text.contains(&id.to_string()),

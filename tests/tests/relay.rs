@@ -230,14 +230,32 @@ async fn commands_are_accepted_while_the_broker_is_down_and_delivered_after() {
     }
 }
 
+/// A broker, a fresh database, and `parking-api serve` run as a process against both, so that
+/// a test can kill it.
+struct Deployment {
+    broker: Broker,
+    database_url: String,
+}
+
+impl Deployment {
+    async fn new() -> Self {
+        Self {
+            broker: Broker::start().await,
+            database_url: parking_tests::fresh_database().await,
+        }
+    }
+
+    async fn serve(&self) -> ServerProcess {
+        let brokers = self.broker.address();
+        ServerProcess::start(&self.database_url, &[("KAFKA_BROKERS", &brokers)]).await
+    }
+}
+
 #[tokio::test]
 async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
-    let broker = Broker::start().await;
-    let database_url = parking_tests::fresh_database().await;
-    let kafka = [("KAFKA_BROKERS", broker.address())];
-    let kafka: Vec<(&str, &str)> = kafka.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = ServerProcess::start(&database_url, &kafka).await;
-    let app = TestApp::connect(server.address.clone(), database_url.clone()).await;
+    let deployment = Deployment::new().await;
+    let server = deployment.serve().await;
+    let app = TestApp::connect(server.address.clone(), deployment.database_url.clone()).await;
     let drivers = std::sync::Arc::new(drivers(&app, 8).await);
 
     // Commands in full flow when the process dies: no shutdown, no flush, nothing.
@@ -250,7 +268,7 @@ async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let before_kill = run.await.unwrap();
     assert!(before_kill > 0, "the kill came before any work");
 
-    let server = ServerProcess::start(&database_url, &kafka).await;
+    let server = deployment.serve().await;
     let after_restart = drive(&server.address, &drivers, 20, 1000).await;
     assert_eq!(
         after_restart,
@@ -261,9 +279,19 @@ async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     relayed(&app, Duration::from_secs(60)).await;
     projected(&app, Duration::from_secs(60)).await;
     let expected = published_count(&app).await;
-    let received = read_all(&broker.address(), expected, Duration::from_secs(60)).await;
+    let received = read_all(
+        &deployment.broker.address(),
+        expected,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_published_exactly_once(&app.db, &received).await;
-    let again = read_all(&broker.address(), expected + 1, Duration::from_secs(2)).await;
+    let again = read_all(
+        &deployment.broker.address(),
+        expected + 1,
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(again.len(), expected, "duplicates on Kafka");
 
     // Every read model equals a rebuild from the history.
@@ -280,12 +308,9 @@ async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
 async fn a_relay_that_lost_its_checkpoint_sends_nothing_twice() {
     // The crash window made certain: every event acknowledged by Kafka, the checkpoint not
     // moved (here: moved back to the beginning while the server was down).
-    let broker = Broker::start().await;
-    let database_url = parking_tests::fresh_database().await;
-    let kafka = [("KAFKA_BROKERS", broker.address())];
-    let kafka: Vec<(&str, &str)> = kafka.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = ServerProcess::start(&database_url, &kafka).await;
-    let app = TestApp::connect(server.address.clone(), database_url.clone()).await;
+    let deployment = Deployment::new().await;
+    let server = deployment.serve().await;
+    let app = TestApp::connect(server.address.clone(), deployment.database_url.clone()).await;
     let drivers = drivers(&app, 4).await;
     drive(&server.address, &drivers, 10, 0).await;
     relayed(&app, Duration::from_secs(30)).await;
@@ -295,11 +320,16 @@ async fn a_relay_that_lost_its_checkpoint_sends_nothing_twice() {
         .await
         .unwrap();
 
-    let server = ServerProcess::start(&database_url, &kafka).await;
+    let server = deployment.serve().await;
     drive(&server.address, &drivers, 5, 100).await;
     relayed(&app, Duration::from_secs(30)).await;
     let expected = published_count(&app).await;
-    let received = read_all(&broker.address(), expected + 1, Duration::from_secs(2)).await;
+    let received = read_all(
+        &deployment.broker.address(),
+        expected + 1,
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(received.len(), expected, "sent again after the restart");
     assert_published_exactly_once(&app.db, &received).await;
 }
