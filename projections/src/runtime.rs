@@ -37,20 +37,31 @@ pub fn consumer(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Where a projection's events come from. The event-store tail is the one source built so
-/// far; a Kafka consumer group is the other one the architecture plans (docs/adr/0010).
+/// Where the projections' events come from. The event store's tail ([`StoreTail`]) is the
+/// one source built; the Kafka topics the relay writes are the other one planned
+/// (docs/adr/0012-kafka-as-projection-source.md says what it needs first). The runtime does not
+/// know which it reads.
 #[async_trait]
 pub trait EventSource: Send + Sync + 'static {
-    /// The events after `position`, in log order, at most `limit`; none if there are none yet.
+    /// The events after `position`, in log order, at most `limit`, and the position they
+    /// cover (at least the last one's: a source that does not carry every event of the log
+    /// says how far the log is covered). Nothing yet: no events, `reached == position`.
     async fn read(
         &self,
         db: &mut PgConnection,
         position: i64,
         limit: i64,
-    ) -> Result<Vec<LoggedEvent>, sqlx::Error>;
+    ) -> Result<Batch, ProjectionError>;
 
     /// Returns when there may be events after `position`, or after `patience` at the latest.
     async fn wait(&self, position: i64, patience: Duration);
+}
+
+/// Consecutive events of the log, and the position up to which the log is covered by them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<LoggedEvent>,
+    pub reached: i64,
 }
 
 /// The event store's ordered tail, woken by the sequencer.
@@ -71,8 +82,10 @@ impl EventSource for StoreTail {
         db: &mut PgConnection,
         position: i64,
         limit: i64,
-    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        read_after(db, position, limit).await
+    ) -> Result<Batch, ProjectionError> {
+        let events = read_after(db, position, limit).await?;
+        let reached = events.last().map_or(position, |e| e.global_position);
+        Ok(Batch { events, reached })
     }
 
     async fn wait(&self, position: i64, patience: Duration) {
@@ -243,17 +256,22 @@ impl Projections {
             runner.advance(*at);
         }
         let from = at.iter().copied().min().unwrap_or(0);
-        let events = source.read(&mut tx, from, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
+        let Batch {
+            events,
+            reached: last,
+        } = source.read(&mut tx, from, BATCH).await?;
+        if last <= from {
             return Ok(false);
-        };
+        }
         for (runner, at) in runners.iter().zip(&at) {
             let unseen: Vec<&LoggedEvent> =
                 events.iter().filter(|e| e.global_position > *at).collect();
             runner.model.apply_batch(&mut tx, &unseen).await?;
         }
         sqlx::query(
-            "UPDATE log_checkpoints SET position = $2, updated_at = now() WHERE consumer = ANY($1)",
+            // A projection that was ahead (it caught up alone) keeps its position.
+            "UPDATE log_checkpoints SET position = GREATEST(position, $2), updated_at = now()
+              WHERE consumer = ANY($1)",
         )
         .bind(&consumers)
         .bind(last)
@@ -385,10 +403,13 @@ impl Runner {
         .fetch_one(&mut *tx)
         .await?;
         self.advance(at);
-        let events = source.read(&mut tx, at, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.global_position) else {
+        let Batch {
+            events,
+            reached: last,
+        } = source.read(&mut tx, at, BATCH).await?;
+        if last <= at {
             return Ok(None);
-        };
+        }
         let events: Vec<&LoggedEvent> = events.iter().collect();
         self.model.apply_batch(&mut tx, &events).await?;
         sqlx::query(
