@@ -23,4 +23,4 @@ pub use context::{CommandContext, PositionCell};
 pub use error::CommandError;
 pub use lots::SlotChanges;
 pub use service::{Commands, Settings};
-pub use users::{password, NewUser};
+pub use users::{password, Credentials, NewUser};

@@ -102,6 +102,35 @@ impl Commands {
     }
 }
 
+/// What signing in checks, read from the write side: password hashes never leave it (they are
+/// in no read model, and published to Kafka without the hash).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub password_hash: Option<String>,
+}
+
+impl Commands {
+    /// The account behind `email`, if a user registered with it: the address's claim names the
+    /// user, whose stream holds role and password hash.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<Credentials>, CommandError> {
+        let claim: EmailClaim = self
+            .claims
+            .load(&EmailClaim::id_for(email).to_string())
+            .await?;
+        let Some(user_id) = claim.holder_id() else {
+            return Ok(None);
+        };
+        let user: User = self.users.load(&user_id.to_string()).await?;
+        Ok(user.registered.map(|registered| Credentials {
+            user_id,
+            role: registered.role,
+            password_hash: user.password_hash,
+        }))
+    }
+}
+
 impl Commands {
     /// A sign-up that registered its user but died before confirming the claim leaves an
     /// unconfirmed claim that would lapse; confirm it now, so the address stays taken.

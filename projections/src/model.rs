@@ -24,6 +24,12 @@ pub trait Projection<A: Aggregate>: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns, which nothing else writes; dependents first is not required.
     fn tables(&self) -> &'static [&'static str];
+
+    /// Whether it uses events of this type; the others are passed by without being decoded.
+    fn handles(&self, event_type: &str) -> bool {
+        let _ = event_type;
+        true
+    }
     async fn apply(
         &self,
         db: &mut PgConnection,
@@ -106,7 +112,7 @@ where
         db: &mut PgConnection,
         event: &LoggedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != A::TYPE {
+        if event.aggregate_type != A::TYPE || !self.projection.handles(&event.event_type) {
             return Ok(());
         }
         let envelope = event.decode::<A>()?;
@@ -120,7 +126,7 @@ where
     ) -> Result<(), ProjectionError> {
         let mine = events
             .iter()
-            .filter(|e| e.aggregate_type == A::TYPE)
+            .filter(|e| e.aggregate_type == A::TYPE && self.projection.handles(&e.event_type))
             .map(|e| e.decode::<A>())
             .collect::<Result<Vec<_>, _>>()?;
         if !mine.is_empty() {

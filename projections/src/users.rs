@@ -23,6 +23,12 @@ impl Projection<User> for UsersProjection {
         &["rm_users"]
     }
 
+    /// Credentials are not this read model's business (and arrive without their hash from
+    /// Kafka, so they are not even decoded).
+    fn handles(&self, event_type: &str) -> bool {
+        event_type != "UserCredentialsSet"
+    }
+
     async fn apply(
         &self,
         db: &mut PgConnection,
@@ -50,14 +56,8 @@ impl Projection<User> for UsersProjection {
                 .execute(db)
                 .await?;
             }
-            UserEvent::UserCredentialsSet { password_hash } => {
-                sqlx::query("UPDATE rm_users SET password_hash = $2, version = $3 WHERE id = $1 AND version < $3")
-                    .bind(id)
-                    .bind(password_hash)
-                    .bind(version)
-                    .execute(db)
-                    .await?;
-            }
+            // Secrets stay on the write side (sign-in reads them there); see `handles`.
+            UserEvent::UserCredentialsSet { .. } => {}
         }
         Ok(())
     }
@@ -73,24 +73,9 @@ pub struct UserView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Credentials {
-    pub id: Uuid,
-    pub role: String,
-    pub password_hash: Option<String>,
-}
-
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<UserView>, sqlx::Error> {
     sqlx::query_as("SELECT id, email, full_name, role, created_at FROM rm_users WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
-/// `email` must be normalized (lower case), as `Email` makes it.
-pub async fn credentials(pool: &PgPool, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
-    sqlx::query_as("SELECT id, role, password_hash FROM rm_users WHERE email = $1")
-        .bind(email)
         .fetch_optional(pool)
         .await
 }

@@ -305,3 +305,36 @@ async fn a_burst_of_concurrent_guesses_is_capped_too() {
         .count();
     assert_eq!((checked, throttled), (10, 20), "{replies:?}");
 }
+
+#[tokio::test]
+async fn sign_in_reads_the_write_side_not_the_read_models() {
+    let app = spawn_app().await;
+    // An event the users projection cannot apply stops it there.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('user', 'not-a-uuid', 1, 'UserRegistered', '1', '{\"UserRegistered\": {\"bogus\": 1}}', '{}')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    parking_infra::EventLog::new(app.db.clone())
+        .sequence()
+        .await
+        .unwrap();
+
+    // A user made through the command layer can sign in although no read model has them.
+    let (token, id) = app.admin().await;
+    assert!(!token.is_empty());
+    let me = app.get("/api/v1/auth/me", Some(&token)).await;
+    assert_eq!(
+        me.status,
+        StatusCode::UNAUTHORIZED,
+        "the read model is behind: {me:?}"
+    );
+    let in_read_model: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_users WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(in_read_model, 0);
+}

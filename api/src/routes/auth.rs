@@ -117,7 +117,7 @@ pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<Htt
         }
     }
     let found = match &email {
-        Some(email) => match users::credentials(&state.pool, email.as_str()).await {
+        Some(email) => match state.commands.credentials(email).await {
             Ok(found) => found,
             Err(e) => {
                 // Not the client's failed attempt: give it back.
@@ -135,9 +135,7 @@ pub async fn login(state: State, body: web::Json<LoginRequest>) -> ApiResult<Htt
         state.login_throttle.succeeded(account.as_str());
     }
     let user = found.ok_or_else(wrong)?;
-    let role = Role::parse(&user.role)
-        .ok_or_else(|| ApiError::internal(format!("stored role {:?}", user.role)))?;
-    let issued = state.tokens.issue(user.id, role)?;
+    let issued = state.tokens.issue(user.user_id, user.role)?;
     Ok(HttpResponse::Ok().json(TokenResponse {
         access_token: issued.token,
         token_type: "Bearer",

@@ -99,6 +99,11 @@ impl EmailClaim {
         Uuid::new_v5(&NAMESPACE, email.as_str().as_bytes())
     }
 
+    /// The user holding the address (confirmed or not), if any.
+    pub fn holder_id(&self) -> Option<Uuid> {
+        self.holder.as_ref().map(|h| h.user_id)
+    }
+
     /// The user holding the address without having confirmed it, if any.
     pub fn unconfirmed_holder(&self) -> Option<Uuid> {
         self.holder
