@@ -9,7 +9,7 @@ use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
 use parking_infra::relay::Relay;
 use parking_infra::{db, Config, EventLog, SystemClock};
-use parking_projections::{Projections, StoreTail};
+use parking_projections::{KafkaSource, Projections, StoreTail};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -48,7 +48,14 @@ impl Application {
         let log = EventLog::new(pool.clone());
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
-        projections.start(StoreTail::shared(log.clone()));
+        let source = match &config.kafka {
+            Some(kafka) if kafka.projections_from_kafka => {
+                tracing::info!("projections read the log from Kafka (PROJECTION_SOURCE=kafka)");
+                KafkaSource::shared(log.clone(), kafka).await?
+            }
+            _ => StoreTail::shared(log.clone()),
+        };
+        projections.start(source);
         match &config.kafka {
             Some(kafka) if kafka.relay_in_server => {
                 tokio::spawn(Relay::new(log.clone(), kafka.clone()).run());

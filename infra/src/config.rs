@@ -48,7 +48,7 @@ pub struct Config {
     /// and a write for its own effects to show, before answering 503 (default 5000).
     pub read_wait: Duration,
     /// `KAFKA_BROKERS`: bootstrap servers (`host:port,...`), where the relay publishes the
-    /// log. Unset: nothing is published. (Projections read the event store's tail either way.)
+    /// log. Unset: nothing is published, and projections read the event store's tail.
     pub kafka: Option<KafkaConfig>,
 }
 
@@ -59,6 +59,9 @@ pub struct KafkaConfig {
     /// `RELAY_ENABLED`: whether `serve` runs the relay in-process (default true; at most one
     /// relay per database is active, the others wait).
     pub relay_in_server: bool,
+    /// `PROJECTION_SOURCE`: `store` (default) or `kafka`: where this process's projections
+    /// read the log (ADR 0012).
+    pub projections_from_kafka: bool,
     /// `KAFKA_TOPIC_PARTITIONS` (default 6), used when the relay creates a missing topic.
     pub partitions: i32,
     /// `KAFKA_REPLICATION_FACTOR` (default 1; 3 on a production cluster).
@@ -136,10 +139,26 @@ impl Config {
                 0..=60_000,
             )?),
             kafka: match get("KAFKA_BROKERS") {
+                None if get("PROJECTION_SOURCE").as_deref() == Some("kafka") => {
+                    return Err(ConfigError {
+                        name: "PROJECTION_SOURCE",
+                        reason: "kafka needs KAFKA_BROKERS".into(),
+                    })
+                }
                 None => None,
                 Some(brokers) => Some(KafkaConfig {
                     brokers: brokers.trim().to_owned(),
                     relay_in_server: parse(&get, "RELAY_ENABLED", true)?,
+                    projections_from_kafka: match get("PROJECTION_SOURCE").as_deref() {
+                        None | Some("store") => false,
+                        Some("kafka") => true,
+                        Some(other) => {
+                            return Err(ConfigError {
+                                name: "PROJECTION_SOURCE",
+                                reason: format!("expected store or kafka, got {other:?}"),
+                            })
+                        }
+                    },
                     partitions: within(
                         parse(&get, "KAFKA_TOPIC_PARTITIONS", 6)?,
                         "KAFKA_TOPIC_PARTITIONS",
@@ -260,6 +279,7 @@ mod tests {
             ("JWT_SECRET", "short"),
             ("JWT_TTL_SECONDS", "5"),
             ("READ_WAIT_MS", "600000"),
+            ("PROJECTION_SOURCE", "kafka"),
         ] {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{value}");

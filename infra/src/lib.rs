@@ -14,6 +14,7 @@ pub mod db;
 pub mod event_store;
 pub mod idempotency;
 pub mod kafka;
+pub mod kafka_tail;
 pub mod log;
 pub mod relay;
 pub mod telemetry;

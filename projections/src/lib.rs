@@ -20,7 +20,7 @@ pub mod users;
 
 pub use model::{projection, Projection, ProjectionError, ReadModel};
 pub use page::{Page, PageRequest, Sort};
-pub use runtime::{Batch, EventSource, Lagging, Projections, StoreTail};
+pub use runtime::{Batch, EventSource, KafkaSource, Lagging, Projections, StoreTail};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};

@@ -14,6 +14,8 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error("event source: {0}")]
+    Source(String),
 }
 
 /// Applies one aggregate type's events to read-model tables. Written per aggregate type, with

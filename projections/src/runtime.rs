@@ -94,6 +94,51 @@ impl EventSource for StoreTail {
     }
 }
 
+/// The Kafka topics the relay writes, read back in log order (ADR 0012).
+pub struct KafkaSource {
+    tail: parking_infra::kafka_tail::KafkaTail,
+    log: EventLog,
+}
+
+impl KafkaSource {
+    pub async fn shared(
+        log: EventLog,
+        kafka: &parking_infra::config::KafkaConfig,
+    ) -> Result<Arc<dyn EventSource>, parking_infra::relay::RelayError> {
+        let tail = parking_infra::kafka_tail::KafkaTail::connect(kafka).await?;
+        Ok(Arc::new(Self { tail, log }))
+    }
+}
+
+#[async_trait]
+impl EventSource for KafkaSource {
+    async fn read(
+        &self,
+        db: &mut PgConnection,
+        position: i64,
+        limit: i64,
+    ) -> Result<Batch, ProjectionError> {
+        let (events, reached) = self
+            .tail
+            .read(db, position, limit)
+            .await
+            .map_err(|e| ProjectionError::Source(e.to_string()))?;
+        Ok(Batch { events, reached })
+    }
+
+    /// Events reach Kafka a little after the log's head moves (the relay's round trip), and
+    /// nothing announces it: look again soon.
+    async fn wait(&self, position: i64, patience: Duration) {
+        let mut head = self.log.subscribe();
+        let soon = patience.min(KAFKA_POLL);
+        let _ = tokio::time::timeout(soon, head.wait_for(|head| *head > position)).await;
+        tokio::time::sleep(Duration::from_millis(5).min(soon)).await;
+    }
+}
+
+/// How often a projection fed from Kafka looks for news when the log is ahead of it.
+const KAFKA_POLL: Duration = Duration::from_millis(20);
+
 /// A read model that has not reached a position in time.
 #[derive(Debug, thiserror::Error)]
 #[error("read model {projection} is at position {at}, not yet at {wanted}")]
