@@ -193,6 +193,22 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Rebuilds every read model from the event store and checks the result equals what the
+/// projections had built, row for row.
+pub async fn assert_read_models_equal_a_rebuild(db: &PgPool) {
+    let live = read_model_rows(db).await;
+    for model in parking_projections::all() {
+        parking_projections::rebuild::rebuild(db, model.as_ref(), |_| {})
+            .await
+            .expect("rebuild");
+    }
+    assert_eq!(
+        live,
+        read_model_rows(db).await,
+        "read models differ from a rebuild"
+    );
+}
+
 /// Every read-model table, as JSON rows in a stable order.
 pub async fn read_model_rows(db: &PgPool) -> Vec<(String, Value)> {
     let mut all = Vec::new();

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use parking_tests::kafka::{assert_published_exactly_once, read_all, Broker};
-use parking_tests::{hours_from_now, read_model_rows, spawn_app_with, ServerProcess, TestApp};
+use parking_tests::{
+    assert_read_models_equal_a_rebuild, hours_from_now, spawn_app_with, ServerProcess, TestApp,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
@@ -295,13 +297,7 @@ async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     assert_eq!(again.len(), expected, "duplicates on Kafka");
 
     // Every read model equals a rebuild from the history.
-    let live = read_model_rows(&app.db).await;
-    for model in parking_projections::all() {
-        parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| {})
-            .await
-            .unwrap();
-    }
-    assert_eq!(live, read_model_rows(&app.db).await);
+    assert_read_models_equal_a_rebuild(&app.db).await;
 }
 
 #[tokio::test]
@@ -357,13 +353,7 @@ async fn projections_fed_from_kafka_equal_a_rebuild_from_the_store() {
     let lot = app.get_at("/api/v1/lots?per_page=1", None, head).await;
     assert_eq!(lot.status, StatusCode::OK, "{lot:?}");
 
-    let live = read_model_rows(&app.db).await;
-    for model in parking_projections::all() {
-        parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| {})
-            .await
-            .unwrap();
-    }
-    assert_eq!(live, read_model_rows(&app.db).await);
+    assert_read_models_equal_a_rebuild(&app.db).await;
 
     // They really do depend on the broker (the reason `store` is the default, ADR 0012): with
     // it gone, a write is recorded but its answer cannot be read back in time.
