@@ -102,65 +102,22 @@ async fn run() -> anyhow::Result<()> {
     tokio::spawn(log.clone().watch());
     let live_relay = tokio::spawn(Relay::new(log.clone(), kafka.clone()).run());
 
-    let owner = app.lot_with_slot().await;
-    let slots_per_client = 8;
-    let mut slots = vec![owner.slot_id];
-    for n in 1..clients * slots_per_client {
-        let path = format!("/api/v1/lots/{}/slots", owner.lot_id);
-        let body = serde_json::json!({"label": format!("S{n}"), "slot_type": "standard"});
-        slots.push(app.post(&path, Some(&owner.owner_token), body).await.id());
-    }
-    let mut tokens = Vec::new();
-    for _ in 0..clients {
-        tokens.push(app.signed_in("user").await.0);
-    }
-
     let raw = raw_inserts(&app.database_url, clients, seconds).await?;
+    let store_fed = bookings(app.clone(), clients, seconds).await;
 
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let waits = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..clients as usize)
-        .map(|c| {
-            let (app, done, failed) = (app.clone(), done.clone(), failed.clone());
-            let waits = waits.clone();
-            let token = tokens[c].clone();
-            let mine: Vec<Uuid> =
-                slots[c * slots_per_client as usize..(c + 1) * slots_per_client as usize].to_vec();
-            tokio::spawn(async move {
-                let mut n = 0i64;
-                while Instant::now() < deadline {
-                    // Round-robin over the client's slots, one hour later per lap: never overlapping.
-                    let slot = mine[n as usize % mine.len()];
-                    let hour = n / mine.len() as i64;
-                    let reply = app
-                        .book(&token, slot, hours_from_now(hour), hours_from_now(hour + 1))
-                        .await;
-                    if reply.status.is_success() {
-                        done.fetch_add(1, Ordering::Relaxed);
-                        if let Some(ms) = read_model_wait(&reply.headers) {
-                            waits.lock().unwrap().push(ms);
-                        }
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    n += 1;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await?;
-    }
-    let bookings = done.load(Ordering::Relaxed) as f64 / seconds as f64;
-    let mut waits = waits.lock().unwrap().clone();
-    waits.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        waits
-            .get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
+    // The same load with the read models fed from Kafka (ADR 0012), on a database and a
+    // broker of its own (a relay refuses topics that hold another database's events).
+    let kafka_fed = {
+        let broker = Broker::start().await;
+        let app = Arc::new(
+            spawn_app_with(&[
+                ("KAFKA_BROKERS", &broker.address()),
+                ("PROJECTION_SOURCE", "kafka"),
+                ("DATABASE_MAX_CONNECTIONS", "40"),
+            ])
+            .await,
+        );
+        bookings(app, clients, seconds).await
     };
 
     // The relay: publish the whole log again, from position 0, to a fresh broker.
@@ -216,19 +173,19 @@ async fn run() -> anyhow::Result<()> {
     println!("{clients} clients, {seconds} s each, same PostgreSQL server");
     println!("raw single-row INSERT transactions/s : {raw:>8.0}");
     println!(
-        "HTTP booking commands/s (201s)       : {bookings:>8.0}  (failed: {})",
-        failed.load(Ordering::Relaxed)
+        "HTTP booking commands/s (201s)       : {:>8.0}  (failed: {})",
+        store_fed.per_second, store_fed.failed
     );
     println!(
         "ratio booking / raw insert           : {:>8.2}",
-        bookings / raw
+        store_fed.per_second / raw
     );
+    println!("recorded -> read models (ms)         : {}", store_fed.lag());
     println!(
-        "recorded -> read models (ms)         : p50 {:.2}, p99 {:.2}, max {:.2} ({} writes)",
-        percentile(0.50),
-        percentile(0.99),
-        waits.last().copied().unwrap_or(f64::NAN),
-        waits.len()
+        "with PROJECTION_SOURCE=kafka         : {:>8.0} bookings/s (failed: {}); recorded -> read models (ms): {}",
+        kafka_fed.per_second,
+        kafka_fed.failed,
+        kafka_fed.lag()
     );
     println!(
         "relay, whole log to a fresh broker   : {:>8.0} events/s ({relayed} events in {relay_seconds:.2} s after the first batch)",
@@ -262,4 +219,88 @@ fn read_model_wait(headers: &reqwest::header::HeaderMap) -> Option<f64> {
                 .then(|| parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok()))
                 .flatten()
         })
+}
+
+/// What one booking load measured.
+struct Load {
+    per_second: f64,
+    failed: u64,
+    /// `Server-Timing: read-models` of every successful booking, ascending.
+    waits: Vec<f64>,
+}
+
+impl Load {
+    fn lag(&self) -> String {
+        let at = |p: f64| {
+            let i =
+                ((self.waits.len() as f64 * p) as usize).min(self.waits.len().saturating_sub(1));
+            self.waits.get(i).copied().unwrap_or(f64::NAN)
+        };
+        format!(
+            "p50 {:.2}, p99 {:.2}, max {:.2} ({} writes)",
+            at(0.50),
+            at(0.99),
+            self.waits.last().copied().unwrap_or(f64::NAN),
+            self.waits.len()
+        )
+    }
+}
+
+/// `clients` drivers, each with 8 slots of its own, book back to back for `seconds`.
+async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) -> Load {
+    let owner = app.lot_with_slot().await;
+    let slots_per_client = 8;
+    let mut slots = vec![owner.slot_id];
+    for n in 1..clients * slots_per_client {
+        let path = format!("/api/v1/lots/{}/slots", owner.lot_id);
+        let body = serde_json::json!({"label": format!("S{n}"), "slot_type": "standard"});
+        slots.push(app.post(&path, Some(&owner.owner_token), body).await.id());
+    }
+    let mut tokens = Vec::new();
+    for _ in 0..clients {
+        tokens.push(app.signed_in("user").await.0);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let waits = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients as usize)
+        .map(|c| {
+            let (app, done, failed) = (app.clone(), done.clone(), failed.clone());
+            let waits = waits.clone();
+            let token = tokens[c].clone();
+            let mine: Vec<Uuid> =
+                slots[c * slots_per_client as usize..(c + 1) * slots_per_client as usize].to_vec();
+            tokio::spawn(async move {
+                let mut n = 0i64;
+                while Instant::now() < deadline {
+                    // Round-robin over the client's slots, one hour later per lap: never overlapping.
+                    let slot = mine[n as usize % mine.len()];
+                    let hour = n / mine.len() as i64;
+                    let reply = app
+                        .book(&token, slot, hours_from_now(hour), hours_from_now(hour + 1))
+                        .await;
+                    if reply.status.is_success() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if let Some(ms) = read_model_wait(&reply.headers) {
+                            waits.lock().unwrap().push(ms);
+                        }
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a booking client");
+    }
+    let mut waits = waits.lock().unwrap().clone();
+    waits.sort_by(f64::total_cmp);
+    Load {
+        per_second: done.load(Ordering::Relaxed) as f64 / seconds as f64,
+        failed: failed.load(Ordering::Relaxed),
+        waits,
+    }
 }
