@@ -90,7 +90,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with extra configuration variables.
 pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
-    let database_url = fresh_database().await;
+    spawn_node(fresh_database().await, settings).await
+}
+
+/// Another node of the same deployment: a second server on `app`'s database, with its own
+/// projector and relay.
+pub async fn spawn_second_node(app: &TestApp, settings: &[(&'static str, &str)]) -> TestApp {
+    spawn_node(app.database_url.clone(), settings).await
+}
+
+async fn spawn_node(database_url: String, settings: &[(&'static str, &str)]) -> TestApp {
     let vars: HashMap<&str, String> = server_settings(&database_url, "127.0.0.1:0")
         .into_iter()
         .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))

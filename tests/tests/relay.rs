@@ -364,3 +364,31 @@ async fn projections_fed_from_kafka_equal_a_rebuild_from_the_store() {
         .await;
     late.assert_problem(503, "read_model_lagging");
 }
+
+#[tokio::test]
+async fn two_nodes_share_the_projections_and_one_relay() {
+    let broker = Broker::start().await;
+    let kafka = [("KAFKA_BROKERS", broker.address())];
+    let kafka: Vec<(&'static str, &str)> = kafka.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = spawn_app_with(&kafka).await;
+    let second = parking_tests::spawn_second_node(&first, &kafka).await;
+    let drivers = drivers(&first, 8).await;
+    // Both nodes take writes at once; each runs every projection and a relay.
+    let (a, b) = tokio::join!(
+        drive(&first.address, &drivers[..4], 20, 0),
+        drive(&second.address, &drivers[4..], 20, 0),
+    );
+    assert_eq!(a + b, 8 * 20);
+
+    relayed(&first, Duration::from_secs(60)).await;
+    projected(&first, Duration::from_secs(60)).await;
+    let expected = published_count(&first).await;
+    let received = read_all(&broker.address(), expected + 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        received.len(),
+        expected,
+        "one relay at a time: nothing twice"
+    );
+    assert_published_exactly_once(&first.db, &received).await;
+    assert_read_models_equal_a_rebuild(&first.db).await;
+}
