@@ -106,7 +106,7 @@ impl Commands {
         };
         if let Err(e) = self
             .bookings
-            .execute(&booking_id.to_string(), create, &step_ctx)
+            .execute_new(&booking_id.to_string(), create, &step_ctx)
             .await
         {
             self.release(&step_ctx, request.slot_id, booking_id).await;

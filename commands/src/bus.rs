@@ -94,6 +94,24 @@ where
         self.run(&aggregate_id, Some(loaded), command, ctx).await
     }
 
+    /// [`Bus::execute`] for an aggregate that is most likely new (a fresh id): the first
+    /// attempt decides on the empty aggregate without reading the store. Should the stream
+    /// exist after all, the append conflicts and the retry loads it.
+    pub async fn execute_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
+        let empty = Loaded {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: A::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        self.run(aggregate_id, Some(empty), command, ctx).await
+    }
+
     async fn run(
         &self,
         aggregate_id: &str,

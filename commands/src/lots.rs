@@ -31,7 +31,9 @@ impl Commands {
             }
         }
         let command = LotCommand::Register { actor, details };
-        self.lots.execute(&lot_id.to_string(), command, ctx).await?;
+        self.lots
+            .execute_new(&lot_id.to_string(), command, ctx)
+            .await?;
         Ok(lot_id)
     }
 
