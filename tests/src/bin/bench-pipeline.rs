@@ -15,7 +15,8 @@
 //! is read from. Client, server, broker and database share this machine's cores.
 //!
 //! Run: `cargo run --release --locked --bin bench-pipeline`
-//! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16).
+//! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16; `BENCH_NO_RELAY=1`: no relay
+//! during the first booking load).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,7 +101,10 @@ async fn run() -> anyhow::Result<()> {
     );
     let log = EventLog::new(app.db.clone());
     tokio::spawn(log.clone().watch());
-    let live_relay = tokio::spawn(Relay::new(log.clone(), kafka.clone()).run());
+    // BENCH_NO_RELAY=1 leaves the relay (and the broker's work) out of the booking load, to see
+    // what publishing costs the command path.
+    let live_relay = (env("BENCH_NO_RELAY", 0) == 0)
+        .then(|| tokio::spawn(Relay::new(log.clone(), kafka.clone()).run()));
 
     let raw = raw_inserts(&app.database_url, clients, seconds).await?;
     let store_fed = bookings(app.clone(), clients, seconds).await;
@@ -121,8 +125,10 @@ async fn run() -> anyhow::Result<()> {
     };
 
     // The relay: publish the whole log again, from position 0, to a fresh broker.
-    live_relay.abort();
-    let _ = live_relay.await;
+    if let Some(live_relay) = live_relay {
+        live_relay.abort();
+        let _ = live_relay.await;
+    }
     let fresh = Broker::start().await;
     sqlx::query("UPDATE log_checkpoints SET position = 0 WHERE consumer = 'relay:kafka'")
         .execute(&app.db)
@@ -145,7 +151,7 @@ async fn run() -> anyhow::Result<()> {
     let mut first: Option<(i64, Instant)> = None;
     loop {
         let at: i64 = sqlx::query_scalar(
-            "SELECT position FROM log_checkpoints WHERE consumer = 'relay:kafka'",
+            "SELECT COALESCE((SELECT position FROM log_checkpoints WHERE consumer = 'relay:kafka'), 0)",
         )
         .fetch_one(&app.db)
         .await?;
