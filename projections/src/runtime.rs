@@ -1,6 +1,6 @@
-//! The projector runtime: every projection follows the global log on its own, in position
-//! order, and records how far it got in the same transaction as the rows it wrote
-//! (`log_checkpoints`), so a crash can neither skip an event nor apply one twice.
+//! The projector runtime: every projection follows the global log in position order, and
+//! records how far it got in the same transaction as the rows it wrote (`log_checkpoints`),
+//! so a crash can neither skip an event nor apply one twice.
 //!
 //! One task runs all of a process's projections: while they are healthy, each batch is one
 //! transaction for all of them (the events read once, every checkpoint moved); one that fails
