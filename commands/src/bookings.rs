@@ -49,7 +49,7 @@ impl Commands {
         policy.check(&request.range, ctx.now)?;
 
         let slot_key = request.slot_id.to_string();
-        let loaded = self.slots.load_loaded(&slot_key).await?;
+        let loaded = self.slots.load_for_command(&slot_key).await?;
         let slot: &Slot = &loaded.aggregate;
         let info = slot.info.clone().ok_or_else(slot_not_found)?;
         let lot = self.lot(info.lot_id).await?;

@@ -43,12 +43,12 @@ where
 
     /// The aggregate's current state, straight from the event store.
     pub async fn load(&self, aggregate_id: &str) -> Result<A, CommandError> {
-        Ok(self.load_loaded(aggregate_id).await?.aggregate)
+        Ok(self.load_for_command(aggregate_id).await?.aggregate)
     }
 
     /// The aggregate as loaded for a command: pass it to [`Bus::execute_loaded`] to decide on
     /// this very state instead of loading it again.
-    pub async fn load_loaded(&self, aggregate_id: &str) -> Result<Loaded<A>, CommandError> {
+    pub async fn load_for_command(&self, aggregate_id: &str) -> Result<Loaded<A>, CommandError> {
         self.store
             .load_aggregate(aggregate_id)
             .await
