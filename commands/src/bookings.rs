@@ -7,6 +7,7 @@
 //! itself when the hold lapses: no sweeper is needed for correctness.
 
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use parking_domain::booking::{
     price_for, Booking, BookingCommand, BookingError, BookingStatus, VehicleNumber,
 };
@@ -14,8 +15,10 @@ use parking_domain::money::Money;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_domain::Violation;
+use parking_infra::event_store::{append_all, AppendError};
 use uuid::Uuid;
 
+use crate::bus::{backoff, Bus, MAX_ATTEMPTS};
 use crate::context::{actor, key_reused, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
@@ -74,48 +77,84 @@ impl Commands {
             }
         }
         let price = price_for(&lot.details.hourly_rate, &request.range);
-        // A retry whose first attempt reserved (and then stopped) keeps that reservation's hold
-        // while it runs; the slot decides whether it still does.
-        let hold_until = slot
-            .reservations
-            .get(&booking_id)
-            .filter(|r| r.is_live(ctx.now))
-            .and_then(|r| r.hold_until)
-            .unwrap_or_else(|| policy.hold_until(ctx.now));
-        let reserve = SlotCommand::Reserve {
-            booking_id,
-            range: request.range,
-            hold_until: Some(hold_until),
-            now: ctx.now,
-        };
-        let reserved = self.slots.execute_loaded(loaded, reserve, ctx).await?;
-        let step_ctx = reserved
-            .last()
-            .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
-
-        let create = BookingCommand::Create {
-            user_id: driver.user_id,
-            lot_id: info.lot_id,
-            lot_owner_id: lot.owner_id,
-            slot_id: request.slot_id,
-            range: request.range,
-            vehicle_number: request.vehicle_number,
-            price: price.clone(),
-            hold_until,
-            now: ctx.now,
-        };
-        if let Err(e) = self
-            .bookings
-            .execute_new(&booking_id.to_string(), create, &step_ctx)
-            .await
-        {
-            self.release(&step_ctx, request.slot_id, booking_id).await;
-            return Err(e);
+        let booking_key = booking_id.to_string();
+        // The reservation and the booking are recorded together, in one statement: a slot is
+        // never held for a booking that does not exist. A lost race (the slot's stream moved)
+        // decides again on the slot as it is now.
+        let mut loaded = Some(loaded);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let slot = match loaded.take() {
+                Some(slot) => slot,
+                None => self.slots.load_for_command(&slot_key).await?,
+            };
+            // A booking whose reservation was recorded alone (by the two-step process of
+            // earlier versions) keeps that reservation's hold while it runs.
+            let hold_until = slot
+                .aggregate
+                .reservations
+                .get(&booking_id)
+                .filter(|r| r.is_live(ctx.now))
+                .and_then(|r| r.hold_until)
+                .unwrap_or_else(|| policy.hold_until(ctx.now));
+            let reserve = SlotCommand::Reserve {
+                booking_id,
+                range: request.range,
+                hold_until: Some(hold_until),
+                now: ctx.now,
+            };
+            let reserved = self.slots.decide(slot, reserve, ctx).await?;
+            let step_ctx = reserved
+                .envelopes()
+                .last()
+                .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
+            let create = BookingCommand::Create {
+                user_id: driver.user_id,
+                lot_id: info.lot_id,
+                lot_owner_id: lot.owner_id,
+                slot_id: request.slot_id,
+                range: request.range,
+                vehicle_number: request.vehicle_number.clone(),
+                price: price.clone(),
+                hold_until,
+                now: ctx.now,
+            };
+            let created = self
+                .bookings
+                .decide(Bus::<Booking>::fresh(&booking_key), create, &step_ctx)
+                .await?;
+            let events = reserved.serialized().iter().chain(created.serialized());
+            match append_all(self.log.pool(), events).await {
+                Ok(()) => {
+                    self.slots.recorded(reserved, ctx).await;
+                    self.bookings.recorded(created, ctx).await;
+                    return Ok(CreatedBooking {
+                        booking_id,
+                        price,
+                        hold_until,
+                    });
+                }
+                Err(AppendError::Conflict) => {
+                    // Either the slot changed, or a twin of this request (same key) made the
+                    // booking meanwhile.
+                    if ctx.may_be_retry() {
+                        if let Some(made) = self
+                            .made_by_first_attempt(ctx, booking_id, driver.user_id, &request)
+                            .await?
+                        {
+                            return Ok(made);
+                        }
+                    }
+                    tracing::debug!(attempt, "lost a concurrent append; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AppendError::Database(e)) => {
+                    return Err(CommandError::Infrastructure(e.into()))
+                }
+            }
         }
-        Ok(CreatedBooking {
-            booking_id,
-            price,
-            hold_until,
+        Err(CommandError::Contention {
+            aggregate: Slot::TYPE,
+            id: slot_key,
         })
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use parking_domain::RuleError;
+use parking_infra::event_store::Pending;
 use parking_infra::PgEventStore;
 
 use crate::context::CommandContext;
@@ -24,7 +25,7 @@ pub type Loaded<A> = cqrs_es::persist::EventStoreAggregateContext<A>;
 
 /// How often a command is re-run after losing a race. Each retry reloads the aggregate, so
 /// under N concurrent writers every round lets at least one through.
-const MAX_ATTEMPTS: u32 = 24;
+pub(crate) const MAX_ATTEMPTS: u32 = 24;
 
 pub struct Bus<A: Aggregate> {
     store: PgEventStore<A>,
@@ -46,8 +47,8 @@ where
         Ok(self.load_for_command(aggregate_id).await?.aggregate)
     }
 
-    /// The aggregate as loaded for a command: pass it to [`Bus::execute_loaded`] to decide on
-    /// this very state instead of loading it again.
+    /// The aggregate as loaded for a command: pass it to [`Bus::decide`] to decide on this very
+    /// state instead of loading it again.
     pub async fn load_for_command(&self, aggregate_id: &str) -> Result<Loaded<A>, CommandError> {
         self.store
             .load_aggregate(aggregate_id)
@@ -82,18 +83,6 @@ where
         self.run(aggregate_id, None, command, ctx).await
     }
 
-    /// [`Bus::execute`] on an aggregate the caller loaded already (to check things first).
-    /// Should it have changed meanwhile, the commit conflicts and the retry reloads it.
-    pub async fn execute_loaded(
-        &self,
-        loaded: Loaded<A>,
-        command: A::Command,
-        ctx: &CommandContext,
-    ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
-        let aggregate_id = loaded.aggregate_id.clone();
-        self.run(&aggregate_id, Some(loaded), command, ctx).await
-    }
-
     /// [`Bus::execute`] for an aggregate that is most likely new (a fresh id): the first
     /// attempt decides on the empty aggregate without reading the store. Should the stream
     /// exist after all, the append conflicts and the retry loads it.
@@ -103,13 +92,53 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
-        let empty = Loaded {
+        self.run(aggregate_id, Some(Self::fresh(aggregate_id)), command, ctx)
+            .await
+    }
+
+    /// A stream assumed new: empty, nothing read.
+    pub fn fresh(aggregate_id: &str) -> Loaded<A> {
+        Loaded {
             aggregate_id: aggregate_id.to_owned(),
             aggregate: A::default(),
             current_sequence: 0,
             current_snapshot: None,
-        };
-        self.run(aggregate_id, Some(empty), command, ctx).await
+        }
+    }
+
+    /// Decides `command` on `loaded` without recording anything: the events to append,
+    /// together with other streams' (`parking_infra::event_store::append_all`), after which
+    /// [`Bus::recorded`] finishes. For process steps that must record several aggregates at
+    /// once; they handle conflicts (retry) themselves.
+    pub async fn decide(
+        &self,
+        mut loaded: Loaded<A>,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Pending<A>, CommandError> {
+        let sink = EventSink::default();
+        loaded
+            .aggregate
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(CommandError::from)?;
+        self.store
+            .prepare(sink.collect().await, loaded, ctx.metadata())
+            .map_err(from_aggregate)
+    }
+
+    /// After [`Bus::decide`]'s events were appended: snapshots, the request marked for
+    /// numbering. Returns the recorded envelopes.
+    pub async fn recorded(
+        &self,
+        pending: Pending<A>,
+        ctx: &CommandContext,
+    ) -> Vec<EventEnvelope<A>> {
+        let recorded = self.store.recorded(pending).await;
+        if !recorded.is_empty() {
+            ctx.mark_unsettled();
+        }
+        recorded
     }
 
     async fn run(
@@ -174,7 +203,7 @@ where
 }
 
 /// Jittered, slowly growing pauses (≤ ~25 ms), so racing writers spread out.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = u64::from(attempt.min(12)) * 2;
     Duration::from_micros(rand::random_range(0..=ceiling_ms * 1000))
 }

@@ -31,7 +31,7 @@ pub struct Commands {
     pub(crate) bookings: Bus<Booking>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
-    log: EventLog,
+    pub(crate) log: EventLog,
     /// A hash to check unknown users' passwords against, made on first use.
     pub(crate) decoy_hash: tokio::sync::OnceCell<String>,
 }

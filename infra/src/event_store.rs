@@ -243,9 +243,45 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         context: Self::AC,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        if events.is_empty() {
+        let pending = self.prepare(events, context, metadata)?;
+        if pending.envelopes.is_empty() {
             return Ok(Vec::new());
         }
+        append_all(&self.pool, pending.serialized.iter())
+            .await
+            .map_err(AppendError::into_aggregate_error)?;
+        Ok(self.recorded(pending).await)
+    }
+}
+
+/// Events one command decided for one stream, ready to append (alone with
+/// `EventStore::commit`, or together with other streams' with [`append_all`]).
+pub struct Pending<A: Aggregate> {
+    context: EventStoreAggregateContext<A>,
+    envelopes: Vec<EventEnvelope<A>>,
+    serialized: Vec<SerializedEvent>,
+}
+
+impl<A: Aggregate> Pending<A> {
+    pub fn envelopes(&self) -> &[EventEnvelope<A>] {
+        &self.envelopes
+    }
+
+    pub fn serialized(&self) -> &[SerializedEvent] {
+        &self.serialized
+    }
+}
+
+impl<A: Aggregate> PgEventStore<A> {
+    /// Numbers `events` after the context's sequence and serializes them. `context.aggregate`
+    /// must already reflect them, as it does after `Aggregate::handle` wrote them through its
+    /// `EventSink`.
+    pub fn prepare(
+        &self,
+        events: Vec<A::Event>,
+        context: EventStoreAggregateContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Pending<A>, AggregateError<A::Error>> {
         let first = context.current_sequence;
         let envelopes: Vec<EventEnvelope<A>> = events
             .into_iter()
@@ -261,55 +297,92 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
             .iter()
             .map(SerializedEvent::try_from)
             .collect::<Result<Vec<_>, PersistenceError>>()?;
-        self.append(&serialized).await?;
+        Ok(Pending {
+            context,
+            envelopes,
+            serialized,
+        })
+    }
 
+    /// After `pending` was appended: takes a snapshot if one is due; returns its envelopes.
+    pub async fn recorded(&self, pending: Pending<A>) -> Vec<EventEnvelope<A>> {
+        let Pending {
+            context, envelopes, ..
+        } = pending;
         if let Snapshots::Every { every, schema } = self.snapshots {
+            let first = context.current_sequence;
             let last = first + envelopes.len();
             if last / every > first / every {
                 self.save_snapshot(&context.aggregate_id, &context.aggregate, last, schema)
                     .await;
             }
         }
-        Ok(envelopes)
+        envelopes
     }
 }
 
-impl<A: Aggregate> PgEventStore<A> {
-    /// Inserts `events` in one statement: atomic without an explicit transaction, so one round
-    /// trip instead of postgres-es's three (BEGIN, INSERT per event, COMMIT). The same rows as
-    /// postgres-es writes; a sequence already taken (a concurrent command won) fails the whole
-    /// statement with `AggregateConflict`.
-    async fn append(&self, events: &[SerializedEvent]) -> Result<(), AggregateError<A::Error>> {
-        let text = |value: &serde_json::Value| value.to_string();
-        let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
-        let payloads: Vec<String> = events.iter().map(|e| text(&e.payload)).collect();
-        let metadata: Vec<String> = events.iter().map(|e| text(&e.metadata)).collect();
-        let aggregate_id = events.first().map_or("", |e| e.aggregate_id.as_str());
-        let inserted = sqlx::query(
-            "INSERT INTO events
-                    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, e.metadata::json
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                    AS e(sequence, event_type, event_version, payload, metadata)",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind(&sequences)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                Err(AggregateError::AggregateConflict)
-            }
-            Err(e) => Err(AggregateError::DatabaseConnectionError(Box::new(e))),
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A sequence of one of the streams was taken meanwhile (a concurrent command won): nothing
+    /// was appended.
+    #[error("a concurrent command appended to the stream first")]
+    Conflict,
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl AppendError {
+    fn into_aggregate_error<E: std::error::Error>(self) -> AggregateError<E> {
+        match self {
+            AppendError::Conflict => AggregateError::AggregateConflict,
+            AppendError::Database(e) => AggregateError::DatabaseConnectionError(Box::new(e)),
         }
+    }
+}
+
+/// Appends events of any streams in one statement: atomic without an explicit transaction (one
+/// round trip instead of postgres-es's `BEGIN`, an `INSERT` per event, `COMMIT`), so the events
+/// of several aggregates are recorded together or not at all. The same rows as postgres-es
+/// writes.
+pub async fn append_all<'a>(
+    pool: &PgPool,
+    events: impl IntoIterator<Item = &'a SerializedEvent>,
+) -> Result<(), AppendError> {
+    let text = |value: &serde_json::Value| value.to_string();
+    let events: Vec<&SerializedEvent> = events.into_iter().collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
+    let payloads: Vec<String> = events.iter().map(|e| text(&e.payload)).collect();
+    let metadata: Vec<String> = events.iter().map(|e| text(&e.metadata)).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO events
+                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                e.payload::json, e.metadata::json
+           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                       $7::text[])
+                AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                     metadata)",
+    )
+    .bind(&kinds)
+    .bind(&ids)
+    .bind(&sequences)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .execute(pool)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            Err(AppendError::Conflict)
+        }
+        Err(e) => Err(AppendError::Database(e)),
     }
 }
 
