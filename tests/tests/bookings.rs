@@ -292,3 +292,30 @@ async fn a_pending_booking_shows_its_slot_as_reserved_while_it_runs() {
     assert_eq!(lot.body["available_slots"], 0);
     assert_eq!(lot.body["total_slots"], 1);
 }
+
+#[tokio::test]
+async fn a_booking_and_its_reservation_are_recorded_together() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    let booked = app
+        .book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
+        .await;
+    assert_eq!(booked.status.as_u16(), 201, "{booked:?}");
+    // One statement, one transaction: both or neither.
+    let transactions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, transaction_id::text FROM events
+          WHERE (aggregate_type = 'booking' AND aggregate_id = $1)
+             OR (aggregate_type = 'slot' AND aggregate_id = $2 AND event_type = 'SlotReserved')
+          ORDER BY event_type",
+    )
+    .bind(booked.id().to_string())
+    .bind(fx.slot_id.to_string())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(transactions.len(), 2, "{transactions:?}");
+    assert_eq!(transactions[0].0, "BookingCreated");
+    assert_eq!(transactions[1].0, "SlotReserved");
+    assert_eq!(transactions[0].1, transactions[1].1);
+}
