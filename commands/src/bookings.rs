@@ -178,7 +178,7 @@ impl Commands {
         if !same {
             return Err(key_reused());
         }
-        self.bookings.observe_history(ctx);
+        ctx.mark_unsettled();
         Ok(Some(CreatedBooking {
             booking_id,
             price: made.price,

@@ -56,12 +56,6 @@ where
             .map_err(from_aggregate)
     }
 
-    /// Notes in `ctx` that its answer must cover everything committed so far, for a request
-    /// that found its work already done (a retry) and so wrote nothing itself.
-    pub fn observe_history(&self, ctx: &CommandContext) {
-        ctx.mark_unsettled();
-    }
-
     /// Whether `command` would be accepted now, without recording anything.
     pub async fn check(&self, aggregate_id: &str, command: A::Command) -> Result<(), CommandError> {
         let mut aggregate = self.load(aggregate_id).await?;

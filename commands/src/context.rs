@@ -125,6 +125,8 @@ impl CommandContext {
         self.position.record(position);
     }
 
+    /// Notes that the request's answer must cover everything committed so far: it recorded
+    /// events, or (a retry) found its work already done by an earlier attempt.
     pub(crate) fn mark_unsettled(&self) {
         self.position.0.unsettled.store(true, Ordering::Release);
     }

@@ -26,7 +26,7 @@ impl Commands {
                     && made.details.name == details.name.trim()
                     && made.details.location == details.location
                     && made.details.hourly_rate == details.hourly_rate;
-                self.lots.observe_history(ctx);
+                ctx.mark_unsettled();
                 return if same { Ok(lot_id) } else { Err(key_reused()) };
             }
         }
@@ -83,7 +83,7 @@ impl Commands {
             if let Some((key, entry)) = lot.slots.iter().find(|(_, s)| s.slot_id == slot_id) {
                 // The first attempt completed; the same request describes the same slot.
                 let same = *key == label.trim().to_lowercase() && entry.slot_type == slot_type;
-                self.lots.observe_history(ctx);
+                ctx.mark_unsettled();
                 return if same { Ok(slot_id) } else { Err(key_reused()) };
             }
         }

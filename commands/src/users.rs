@@ -58,7 +58,7 @@ impl Commands {
                 self.claims
                     .execute(&claim_id, ClaimCommand::Confirm { user_id }, ctx)
                     .await?;
-                self.users.observe_history(ctx);
+                ctx.mark_unsettled();
                 return Ok(user_id);
             }
         }

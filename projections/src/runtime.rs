@@ -219,7 +219,7 @@ impl Projections {
                 .collect();
             let mut progressed = false;
             if !healthy.is_empty() {
-                match self.step_together(&healthy, source.as_ref()).await {
+                match step(&self.pool, &healthy, source.as_ref()).await {
                     Ok(moved) => progressed = moved,
                     Err(e) => {
                         tracing::warn!(error = %e, "projections failed together; trying each alone");
@@ -227,8 +227,8 @@ impl Projections {
                             if set_aside[i].is_some() {
                                 continue;
                             }
-                            match runner.step(&self.pool, source.as_ref()).await {
-                                Ok(moved) => progressed |= moved.is_some(),
+                            match step(&self.pool, &[runner], source.as_ref()).await {
+                                Ok(moved) => progressed |= moved,
                                 Err(e) => set_aside[i] = Some(SetAside::new(runner, &e)),
                             }
                         }
@@ -242,7 +242,7 @@ impl Projections {
                 if tokio::time::Instant::now() < aside.retry_at {
                     continue;
                 }
-                match runner.step(&self.pool, source.as_ref()).await {
+                match step(&self.pool, &[runner], source.as_ref()).await {
                     Ok(_) => {
                         tracing::info!(projection = runner.model.name(), "projection recovered");
                         set_aside[i] = None;
@@ -272,74 +272,14 @@ impl Projections {
         }
     }
 
-    /// One batch for several projections in one transaction; whether anything was applied.
-    async fn step_together(
-        &self,
-        runners: &[&Arc<Runner>],
-        source: &dyn EventSource,
-    ) -> Result<bool, ProjectionError> {
-        let consumers: Vec<&str> = runners.iter().map(|r| r.consumer.as_str()).collect();
-        let mut tx = self.pool.begin().await?;
-        // Derived data: see `Runner::step` on synchronous_commit. Rows are locked in name
-        // order, as every process does, so two projectors cannot deadlock.
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT consumer, position FROM log_checkpoints, set_config('synchronous_commit', 'off', true)
-              WHERE consumer = ANY($1) ORDER BY consumer FOR UPDATE OF log_checkpoints",
-        )
-        .bind(&consumers)
-        .fetch_all(&mut *tx)
-        .await?;
-        let at: Vec<i64> = runners
-            .iter()
-            .map(|r| {
-                rows.iter()
-                    .find(|(consumer, _)| *consumer == r.consumer)
-                    .map_or(0, |(_, position)| *position)
-            })
-            .collect();
-        for (runner, at) in runners.iter().zip(&at) {
-            runner.advance(*at);
-        }
-        let from = at.iter().copied().min().unwrap_or(0);
-        let Batch {
-            events,
-            reached: last,
-        } = source.read(&mut tx, from, BATCH).await?;
-        if last <= from {
-            return Ok(false);
-        }
-        for (runner, at) in runners.iter().zip(&at) {
-            let unseen: Vec<&LoggedEvent> =
-                events.iter().filter(|e| e.global_position > *at).collect();
-            runner.model.apply_batch(&mut tx, &unseen).await?;
-        }
-        sqlx::query(
-            // A projection that was ahead (it caught up alone) keeps its position.
-            "UPDATE log_checkpoints SET position = GREATEST(position, $2), updated_at = now()
-              WHERE consumer = ANY($1)",
-        )
-        .bind(&consumers)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        for runner in runners {
-            runner.advance(last);
-        }
-        Ok(true)
-    }
-
     /// Applies everything the log holds now to every projection, then returns the position
     /// they all reached (for the CLI and for tests that drive projections by hand).
     pub async fn catch_up(&self, source: &dyn EventSource) -> Result<i64, ProjectionError> {
         let mut reached = i64::MAX;
         for runner in self.runners.iter() {
             runner.ensure_checkpoint(&self.pool).await?;
-            let mut at = 0;
-            while let Some(position) = runner.step(&self.pool, source).await? {
-                at = position;
-            }
-            reached = reached.min(at.max(*runner.applied.borrow()));
+            while step(&self.pool, &[runner], source).await? {}
+            reached = reached.min(*runner.applied.borrow());
         }
         Ok(if reached == i64::MAX { 0 } else { reached })
     }
@@ -429,46 +369,6 @@ impl Runner {
         Ok(())
     }
 
-    /// Applies the next batch in one transaction with the checkpoint; returns the position
-    /// reached, or `None` if there was nothing to apply.
-    async fn step(
-        &self,
-        pool: &PgPool,
-        source: &dyn EventSource,
-    ) -> Result<Option<i64>, ProjectionError> {
-        let mut tx = pool.begin().await?;
-        // Read models are derived data: if the database crashes before this commit reaches the
-        // disk, rows and checkpoint are lost together and re-applied from the log. So their
-        // commits need not wait for the WAL flush (the log's own commits always do).
-        let at: i64 = sqlx::query_scalar(
-            "SELECT position FROM log_checkpoints, set_config('synchronous_commit', 'off', true)
-              WHERE consumer = $1 FOR UPDATE OF log_checkpoints",
-        )
-        .bind(&self.consumer)
-        .fetch_one(&mut *tx)
-        .await?;
-        self.advance(at);
-        let Batch {
-            events,
-            reached: last,
-        } = source.read(&mut tx, at, BATCH).await?;
-        if last <= at {
-            return Ok(None);
-        }
-        let events: Vec<&LoggedEvent> = events.iter().collect();
-        self.model.apply_batch(&mut tx, &events).await?;
-        sqlx::query(
-            "UPDATE log_checkpoints SET position = $2, updated_at = now() WHERE consumer = $1",
-        )
-        .bind(&self.consumer)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.advance(last);
-        Ok(Some(last))
-    }
-
     fn advance(&self, position: i64) {
         self.applied.send_if_modified(|at| {
             let moved = position > *at;
@@ -478,6 +378,66 @@ impl Runner {
             moved
         });
     }
+}
+
+/// One batch for one or several projections, in one transaction: their checkpoint rows locked
+/// (in name order, as every process does, so two projectors cannot deadlock), the events
+/// after the lowest checkpoint read once, each projection given those it has not seen, every
+/// checkpoint moved. Read models are derived data: if the database crashes before this commit
+/// reaches the disk, rows and checkpoints are lost together and re-applied from the log, so the
+/// commit does not wait for the WAL flush (the log's own commits always do). Whether anything
+/// was applied.
+async fn step(
+    pool: &PgPool,
+    runners: &[&Arc<Runner>],
+    source: &dyn EventSource,
+) -> Result<bool, ProjectionError> {
+    let consumers: Vec<&str> = runners.iter().map(|r| r.consumer.as_str()).collect();
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT consumer, position FROM log_checkpoints, set_config('synchronous_commit', 'off', true)
+          WHERE consumer = ANY($1) ORDER BY consumer FOR UPDATE OF log_checkpoints",
+    )
+    .bind(&consumers)
+    .fetch_all(&mut *tx)
+    .await?;
+    let at: Vec<i64> = runners
+        .iter()
+        .map(|r| {
+            rows.iter()
+                .find(|(consumer, _)| *consumer == r.consumer)
+                .map_or(0, |(_, position)| *position)
+        })
+        .collect();
+    for (runner, at) in runners.iter().zip(&at) {
+        runner.advance(*at);
+    }
+    let from = at.iter().copied().min().unwrap_or(0);
+    let Batch {
+        events,
+        reached: last,
+    } = source.read(&mut tx, from, BATCH).await?;
+    if last <= from {
+        return Ok(false);
+    }
+    for (runner, at) in runners.iter().zip(&at) {
+        let unseen: Vec<&LoggedEvent> = events.iter().filter(|e| e.global_position > *at).collect();
+        runner.model.apply_batch(&mut tx, &unseen).await?;
+    }
+    sqlx::query(
+        // A projection that was ahead (it caught up alone) keeps its position.
+        "UPDATE log_checkpoints SET position = GREATEST(position, $2), updated_at = now()
+          WHERE consumer = ANY($1)",
+    )
+    .bind(&consumers)
+    .bind(last)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for runner in runners {
+        runner.advance(last);
+    }
+    Ok(true)
 }
 
 /// Where one consumer of the log stands.

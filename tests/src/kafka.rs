@@ -171,14 +171,10 @@ pub async fn read_all(brokers: &str, expected: usize, within: Duration) -> Vec<R
 /// Checks everything the contract promises about `received` against the event store, and that
 /// every published event arrived exactly once, in each aggregate's order.
 pub async fn assert_published_exactly_once(db: &sqlx::PgPool, received: &[Received]) {
-    let stored: Vec<parking_infra::LoggedEvent> = sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, recorded_at
-           FROM events WHERE global_position IS NOT NULL ORDER BY global_position",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap();
+    let mut conn = db.acquire().await.unwrap();
+    let stored = parking_infra::log::read_after(&mut conn, 0, i64::MAX)
+        .await
+        .unwrap();
     let expected: HashMap<uuid::Uuid, Envelope> = stored
         .iter()
         .filter_map(kafka::envelope)
