@@ -32,6 +32,18 @@ pub struct Bus<A: Aggregate> {
     services: A::Services,
 }
 
+impl<A: Aggregate> Clone for Bus<A>
+where
+    A::Services: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            services: self.services.clone(),
+        }
+    }
+}
+
 impl<A> Bus<A>
 where
     A: Aggregate,
@@ -54,6 +66,11 @@ where
             .load_aggregate(aggregate_id)
             .await
             .map_err(from_aggregate)
+    }
+
+    /// Several aggregates loaded for commands, in one round trip, in the order of `ids`.
+    pub async fn load_many(&self, ids: &[String]) -> Result<Vec<Loaded<A>>, CommandError> {
+        self.store.load_many(ids).await.map_err(from_aggregate)
     }
 
     /// Whether `command` would be accepted now, without recording anything.

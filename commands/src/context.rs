@@ -131,6 +131,12 @@ impl CommandContext {
         self.position.0.unsettled.store(true, Ordering::Release);
     }
 
+    /// Notes that `position` covers everything the request recorded so far.
+    pub(crate) fn settled_at(&self, position: i64) {
+        self.record_position(position);
+        self.position.0.unsettled.store(false, Ordering::Release);
+    }
+
     /// Whether the request has events not yet covered by its position; clears the mark.
     pub(crate) fn take_unsettled(&self) -> bool {
         self.position.0.unsettled.swap(false, Ordering::AcqRel)

@@ -9,6 +9,7 @@
 //! from the event store, never on projections that may lag.
 #![forbid(unsafe_code)]
 
+mod booking_desk;
 mod bookings;
 mod bus;
 mod context;

@@ -9,6 +9,7 @@ use parking_domain::user::{EmailClaim, User};
 use parking_infra::event_store::Snapshots;
 use parking_infra::{Clock, EventLog, PgEventStore};
 
+use crate::booking_desk::BookingDesk;
 use crate::bus::Bus;
 use crate::{CommandContext, CommandError};
 
@@ -29,6 +30,8 @@ pub struct Commands {
     pub(crate) lots: Bus<ParkingLot>,
     pub(crate) slots: Bus<Slot>,
     pub(crate) bookings: Bus<Booking>,
+    /// Books concurrent requests in shared batches.
+    pub(crate) desk: BookingDesk,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
     pub(crate) log: EventLog,
@@ -40,31 +43,44 @@ impl Commands {
     pub fn new(log: EventLog, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         let pool = log.pool().clone();
         use Snapshots::{Every, Never};
+        // A lot's stream grows with its slots; a slot's with its bookings.
+        let lots = Bus::new(
+            PgEventStore::new(
+                pool.clone(),
+                Every {
+                    every: 100,
+                    schema: LOT_SNAPSHOT_SCHEMA,
+                },
+            ),
+            (),
+        );
+        let slots = Bus::new(
+            PgEventStore::new(
+                pool.clone(),
+                Every {
+                    every: 50,
+                    schema: SLOT_SNAPSHOT_SCHEMA,
+                },
+            ),
+            (),
+        );
+        let bookings = Bus::new(
+            PgEventStore::new(pool.clone(), Never),
+            settings.booking_policy,
+        );
         Self {
             users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
-            // A lot's stream grows with its slots; a slot's with its bookings.
-            lots: Bus::new(
-                PgEventStore::new(
-                    pool.clone(),
-                    Every {
-                        every: 100,
-                        schema: LOT_SNAPSHOT_SCHEMA,
-                    },
-                ),
-                (),
+            desk: BookingDesk::new(
+                log.clone(),
+                slots.clone(),
+                lots.clone(),
+                bookings.clone(),
+                settings.booking_policy,
             ),
-            slots: Bus::new(
-                PgEventStore::new(
-                    pool.clone(),
-                    Every {
-                        every: 50,
-                        schema: SLOT_SNAPSHOT_SCHEMA,
-                    },
-                ),
-                (),
-            ),
-            bookings: Bus::new(PgEventStore::new(pool, Never), settings.booking_policy),
+            lots,
+            slots,
+            bookings,
             clock,
             settings,
             log,

@@ -19,6 +19,13 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 type StoredRow = (i64, String, String, serde_json::Value, serde_json::Value);
+/// An id to load, its snapshot (sequence, payload) if any, and the events after it.
+type LoadRow = (
+    String,
+    Option<i64>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
 
 /// When to snapshot an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +44,19 @@ pub struct PgEventStore<A: Aggregate> {
     snapshots: Snapshots,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+// Not derived: that would require `A: Clone`; every field is shared.
+impl<A: Aggregate> Clone for PgEventStore<A> {
+    fn clone(&self) -> Self {
+        Self {
+            repo: self.repo.clone(),
+            pool: self.pool.clone(),
+            snapshots: self.snapshots,
+            upcasters: self.upcasters.clone(),
+            _aggregate: PhantomData,
+        }
+    }
 }
 
 impl<A: Aggregate> PgEventStore<A> {
@@ -111,51 +131,88 @@ impl<A: Aggregate> PgEventStore<A> {
             .collect()
     }
 
-    /// The latest snapshot of the current schema and the events after it, in one round trip;
-    /// `None` when there is no usable snapshot (the caller replays the whole stream).
-    async fn snapshot_and_tail(
+    /// Loads several aggregates for commands in one round trip: for each id, in the order
+    /// given, its latest snapshot of the current schema (if any) and the events after it. An
+    /// id without events loads as the empty aggregate at sequence 0.
+    pub async fn load_many(
         &self,
-        aggregate_id: &str,
-    ) -> Option<(A, usize, Vec<SerializedEvent>)> {
-        let Snapshots::Every { schema, .. } = self.snapshots else {
-            return None;
+        aggregate_ids: &[String],
+    ) -> Result<Vec<EventStoreAggregateContext<A>>, AggregateError<A::Error>> {
+        if aggregate_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A schema no snapshot has: with snapshots off, every stream is replayed whole.
+        let schema = match self.snapshots {
+            Snapshots::Every { schema, .. } => schema,
+            Snapshots::Never => i32::MIN,
         };
-        let (sequence, payload, tail): (i64, serde_json::Value, Option<serde_json::Value>) =
-            sqlx::query_as(
-                "SELECT s.sequence, s.payload,
-                        (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
-                                                          e.payload, e.metadata) ORDER BY e.sequence)
-                           FROM events e
-                          WHERE e.aggregate_type = s.aggregate_type AND e.aggregate_id = s.aggregate_id
-                            AND e.sequence > s.sequence)
-                   FROM aggregate_snapshots s
-                  WHERE s.aggregate_type = $1 AND s.aggregate_id = $2 AND s.schema_version = $3",
-            )
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(schema)
-            .fetch_optional(&self.pool)
-            .await
-            .inspect_err(
-                |e| tracing::warn!(error = %e, aggregate_id, "snapshot read failed; replaying"),
-            )
-            .ok()??;
-        let aggregate = serde_json::from_value(payload)
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, aggregate_id, "snapshot does not deserialize; replaying")
-            })
-            .ok()?;
-        let rows: Vec<(i64, String, String, serde_json::Value, serde_json::Value)> = match tail {
+        let rows: Vec<LoadRow> = sqlx::query_as(
+            "SELECT ids.id, s.sequence, s.payload,
+                    (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
+                                                      e.payload, e.metadata) ORDER BY e.sequence)
+                       FROM events e
+                      WHERE e.aggregate_type = $1 AND e.aggregate_id = ids.id
+                        AND e.sequence > COALESCE(s.sequence, 0))
+               FROM UNNEST($2::text[]) WITH ORDINALITY AS ids(id, n)
+               LEFT JOIN aggregate_snapshots s
+                      ON s.aggregate_type = $1 AND s.aggregate_id = ids.id AND s.schema_version = $3
+              ORDER BY ids.n",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_ids)
+        .bind(schema)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let mut loaded = Vec::with_capacity(rows.len());
+        for (aggregate_id, snapshot_sequence, snapshot, tail) in rows {
+            let from_snapshot = snapshot_sequence.zip(snapshot).and_then(|(sequence, payload)| {
+                serde_json::from_value::<A>(payload)
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, aggregate_id, "snapshot does not deserialize; replaying")
+                    })
+                    .ok()
+                    .map(|aggregate| (aggregate, sequence as usize))
+            });
+            let context = match from_snapshot {
+                Some((aggregate, from)) => self.replay_onto(aggregate_id, aggregate, from, tail)?,
+                // No snapshot, or an unusable one (its tail then starts after it): replay all.
+                None if snapshot_sequence.is_some() => self.replay(aggregate_id).await?,
+                None => self.replay_onto(aggregate_id, A::default(), 0, tail)?,
+            };
+            loaded.push(context);
+        }
+        Ok(loaded)
+    }
+
+    /// The whole stream replayed from its first event.
+    async fn replay(
+        &self,
+        aggregate_id: String,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let events = self.repo.get_events::<A>(&aggregate_id).await?;
+        self.apply_all(aggregate_id, A::default(), 0, events)
+    }
+
+    /// `aggregate` as of `from` with `tail` (the events after it, as `json_agg` returns them)
+    /// applied.
+    fn replay_onto(
+        &self,
+        aggregate_id: String,
+        aggregate: A,
+        from: usize,
+        tail: Option<serde_json::Value>,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let rows: Vec<StoredRow> = match tail {
             None => Vec::new(),
             Some(tail) => serde_json::from_value(tail)
-                .inspect_err(|e| tracing::warn!(error = %e, aggregate_id, "tail unreadable"))
-                .ok()?,
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
         };
         let events = rows
             .into_iter()
             .map(|(sequence, event_type, event_version, payload, metadata)| {
                 SerializedEvent::new(
-                    aggregate_id.to_owned(),
+                    aggregate_id.clone(),
                     sequence as usize,
                     A::TYPE.to_owned(),
                     event_type,
@@ -165,7 +222,27 @@ impl<A: Aggregate> PgEventStore<A> {
                 )
             })
             .collect();
-        Some((aggregate, sequence as usize, events))
+        self.apply_all(aggregate_id, aggregate, from, events)
+    }
+
+    fn apply_all(
+        &self,
+        aggregate_id: String,
+        mut aggregate: A,
+        from: usize,
+        events: Vec<SerializedEvent>,
+    ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
+        let mut current_sequence = from;
+        for envelope in self.deserialize(events)? {
+            current_sequence = envelope.sequence;
+            aggregate.apply(envelope.payload);
+        }
+        Ok(EventStoreAggregateContext {
+            aggregate_id,
+            aggregate,
+            current_sequence,
+            current_snapshot: (from > 0).then_some(from),
+        })
     }
 
     /// Stores `aggregate` as the state after `sequence`. A newer snapshot is never replaced by
@@ -212,24 +289,10 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<A::Error>> {
-        let (mut aggregate, from, events) = match self.snapshot_and_tail(aggregate_id).await {
-            Some(loaded) => loaded,
-            None => {
-                let events = self.repo.get_events::<A>(aggregate_id).await?;
-                (A::default(), 0, events)
-            }
-        };
-        let mut current_sequence = from;
-        for envelope in self.deserialize(events)? {
-            current_sequence = envelope.sequence;
-            aggregate.apply(envelope.payload);
-        }
-        Ok(EventStoreAggregateContext {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate,
-            current_sequence,
-            current_snapshot: (from > 0).then_some(from),
-        })
+        let mut loaded = self.load_many(&[aggregate_id.to_owned()]).await?;
+        loaded
+            .pop()
+            .ok_or_else(|| AggregateError::UnexpectedError("no row for a loaded id".into()))
     }
 
     /// Appends `events` after the context's sequence; a concurrent append of the same
@@ -269,6 +332,20 @@ impl<A: Aggregate> Pending<A> {
 
     pub fn serialized(&self) -> &[SerializedEvent] {
         &self.serialized
+    }
+
+    /// The aggregate as it will be once these events are recorded, for deciding a further
+    /// command on the same stream before they are.
+    pub fn after(&self) -> EventStoreAggregateContext<A>
+    where
+        A: Clone,
+    {
+        EventStoreAggregateContext {
+            aggregate_id: self.context.aggregate_id.clone(),
+            aggregate: self.context.aggregate.clone(),
+            current_sequence: self.context.current_sequence + self.envelopes.len(),
+            current_snapshot: self.context.current_snapshot,
+        }
     }
 }
 

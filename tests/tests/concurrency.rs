@@ -1,7 +1,33 @@
-//! Races on one slot: the calendar must admit exactly one of any set of overlapping bookings.
+//! Races on one slot: the calendar must admit exactly one of any set of overlapping bookings,
+//! whether the racing requests are decided in one batch, in several, or on several nodes.
 
-use parking_tests::{hours_from_now, spawn_app};
+use parking_tests::{hours_from_now, spawn_app, spawn_second_node, TestApp};
 use reqwest::StatusCode;
+use uuid::Uuid;
+
+/// The slot's event sequences, in order.
+async fn slot_sequences(app: &TestApp, slot_id: Uuid) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT sequence FROM events WHERE aggregate_type = 'slot' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(slot_id.to_string())
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+/// Books the slot for each of the next `hours` hours, all requests at once; all must succeed.
+async fn book_hours_at_once(app: &TestApp, driver: &str, slot_id: Uuid, hours: i64) {
+    let attempts = (0..hours).map(|h| async move {
+        app.book(driver, slot_id, hours_from_now(h), hours_from_now(h + 1))
+            .await
+    });
+    let replies = futures::future::join_all(attempts).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::CREATED),
+        "{replies:?}"
+    );
+}
 
 #[tokio::test]
 async fn forty_concurrent_overlapping_bookings_admit_exactly_one() {
@@ -48,28 +74,95 @@ async fn concurrent_non_overlapping_bookings_of_one_slot_all_succeed() {
     let fx = app.lot_with_slot().await;
     let (driver, _) = app.signed_in("user").await;
     // Twelve back-to-back hours, all racing for the same slot stream.
-    let attempts = (0..12).map(|h| {
-        let (app, token) = (&app, driver.clone());
+    book_hours_at_once(&app, &driver, fx.slot_id, 12).await;
+    assert_eq!(
+        slot_sequences(&app, fx.slot_id).await,
+        (1..=13).collect::<Vec<i64>>(),
+        "registration plus twelve reservations, no gaps"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_bookings_are_recorded_in_shared_transactions() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    book_hours_at_once(&app, &driver, fx.slot_id, 32).await;
+
+    // Each booking is recorded with its reservation, in one transaction.
+    let per_booking: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text,
+                count(*) FILTER (WHERE event_type = 'SlotReserved'),
+                count(*) FILTER (WHERE event_type = 'BookingCreated')
+           FROM events WHERE event_type IN ('SlotReserved', 'BookingCreated')
+          GROUP BY transaction_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        per_booking
+            .iter()
+            .all(|(_, reserved, created)| reserved == created),
+        "{per_booking:?}"
+    );
+    let booked: i64 = per_booking.iter().map(|(_, _, created)| created).sum();
+    assert_eq!(booked, 32);
+    // Requests that arrived while a batch was being recorded shared the next one.
+    assert!(
+        per_booking.len() < 32,
+        "32 bookings in {} transactions: none shared",
+        per_booking.len()
+    );
+    assert_eq!(
+        slot_sequences(&app, fx.slot_id).await,
+        (1..=33).collect::<Vec<i64>>()
+    );
+    // Every answer covers its own booking: the read models show all of them.
+    let listed = app
+        .get("/api/v1/bookings?per_page=100", Some(&driver))
+        .await;
+    assert_eq!(listed.body["total"], 32, "{listed:?}");
+}
+
+#[tokio::test]
+async fn two_nodes_booking_one_slot_at_once_lose_nothing_and_double_book_nothing() {
+    let app = spawn_app().await;
+    let other = spawn_second_node(&app, &[]).await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    // Hours 0..20 once each, alternating nodes, and hours 0..10 a second time: exactly one
+    // booking per hour may stand, whichever node decides it.
+    let attempts = (0..30).map(|i| {
+        let node = if i % 2 == 0 { &app } else { &other };
+        let hour = i % 20;
+        let token = driver.clone();
         async move {
-            app.book(&token, fx.slot_id, hours_from_now(h), hours_from_now(h + 1))
-                .await
+            node.book(
+                &token,
+                fx.slot_id,
+                hours_from_now(hour),
+                hours_from_now(hour + 1),
+            )
+            .await
         }
     });
     let replies = futures::future::join_all(attempts).await;
     assert!(
-        replies.iter().all(|r| r.status == StatusCode::CREATED),
+        replies.iter().all(|r| !r.status.is_server_error()),
         "{replies:?}"
     );
-    let sequences: Vec<i64> = sqlx::query_scalar(
-        "SELECT sequence FROM events WHERE aggregate_type = 'slot' AND aggregate_id = $1 ORDER BY sequence",
-    )
-    .bind(fx.slot_id.to_string())
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let created = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 20, "{replies:?}");
+    for refused in replies.iter().filter(|r| r.status != StatusCode::CREATED) {
+        refused.assert_problem(409, "slot_already_reserved");
+    }
     assert_eq!(
-        sequences,
-        (1..=13).collect::<Vec<i64>>(),
-        "registration plus twelve reservations, no gaps"
+        slot_sequences(&app, fx.slot_id).await,
+        (1..=21).collect::<Vec<i64>>(),
+        "registration plus twenty reservations, no gaps"
     );
 }

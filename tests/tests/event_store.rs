@@ -316,3 +316,34 @@ async fn an_old_event_version_is_read_through_its_upcaster() {
     .unwrap();
     assert_eq!(stored, "0", "history is never rewritten");
 }
+
+#[tokio::test]
+async fn several_streams_load_in_one_call_exactly_as_each_alone() {
+    let app = spawn_app().await;
+    let snapshots = EVERY_FIVE;
+    let busy = busy_slot(&app, snapshots).await;
+    let other = busy_slot(&app, Snapshots::Never).await;
+    let unknown = Uuid::new_v4().to_string();
+    let store = PgEventStore::<Slot>::new(app.db.clone(), snapshots);
+
+    let ids = [other.clone(), unknown.clone(), busy.clone()];
+    let together = store.load_many(&ids).await.unwrap();
+    assert_eq!(together.len(), 3);
+    for (id, loaded) in ids.iter().zip(&together) {
+        let alone = store.load_aggregate(id).await.unwrap();
+        assert_eq!(&loaded.aggregate_id, id);
+        assert_eq!(loaded.aggregate, alone.aggregate, "{id}");
+        assert_eq!(loaded.current_sequence, alone.current_sequence, "{id}");
+        assert_eq!(loaded.current_snapshot, alone.current_snapshot, "{id}");
+    }
+    assert!(
+        together[2].current_snapshot.is_some(),
+        "the busy slot's snapshot was used"
+    );
+    assert_eq!(
+        together[1].current_sequence, 0,
+        "an unknown stream loads empty"
+    );
+    assert_eq!(together[1].aggregate, Slot::default());
+    assert!(store.load_many(&[]).await.unwrap().is_empty());
+}

@@ -1,0 +1,433 @@
+//! Bookings from concurrent requests, decided and recorded together (ADR 0013).
+//!
+//! A booking alone is a few round trips (load its slot, its lot, append) and one synchronous
+//! commit, and under load those dominate its cost, not the deciding. So requests queue at the
+//! desk, and a worker takes everything queued at once: it loads the batch's slots in one query
+//! and their lots (and, for retried requests, what their first attempt made) in one more,
+//! decides each booking in arrival order on its slot as the batch's earlier bookings leave it,
+//! and appends every event of the batch in one statement: one commit for all. While it works
+//! the next batch queues: group commit at the application level.
+//!
+//! Answers are given only once the batch is recorded, so nobody is answered from a state that
+//! never became history. When a stream moved under the batch (another node, a cancellation),
+//! the append records nothing and the whole batch is decided again on the streams as they are
+//! now, like a single command's retry.
+//!
+//! One worker per process, so two batches of one process never race for a slot; each batch
+//! runs in a task of its own, which a client going away cannot cut short between its steps.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use cqrs_es::persist::SerializedEvent;
+use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy};
+use parking_domain::lot::{ParkingLot, RegisteredLot};
+use parking_domain::slot::{Slot, SlotCommand};
+use parking_domain::{Actor, Violation};
+use parking_infra::event_store::{append_all, AppendError, Pending};
+use parking_infra::EventLog;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::bookings::{BookingRequest, CreatedBooking};
+use crate::bus::{backoff, Bus, Loaded, MAX_ATTEMPTS};
+use crate::context::{key_reused, CommandContext};
+use crate::error::CommandError;
+
+/// At most this many bookings per batch (one statement).
+const MAX_BATCH: usize = 64;
+
+type Outcome = Result<CreatedBooking, CommandError>;
+
+/// One request waiting at the desk.
+struct Job {
+    ctx: CommandContext,
+    driver: Actor,
+    request: BookingRequest,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The queue of bookings to decide, and its one worker. (The queue is unbounded: what bounds
+/// it is the number of requests the server has in flight, each waiting for its answer.)
+pub(crate) struct BookingDesk {
+    booker: Arc<Booker>,
+    /// The runtime the commands were made on: the worker runs there, not on whichever HTTP
+    /// worker thread happens to book first.
+    runtime: Option<Handle>,
+    /// Started on first use, so that constructing the commands needs no runtime.
+    queue: OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl BookingDesk {
+    pub(crate) fn new(
+        log: EventLog,
+        slots: Bus<Slot>,
+        lots: Bus<ParkingLot>,
+        bookings: Bus<Booking>,
+        policy: BookingPolicy,
+    ) -> Self {
+        Self {
+            booker: Arc::new(Booker {
+                log,
+                slots,
+                lots,
+                bookings,
+                policy,
+            }),
+            runtime: Handle::try_current().ok(),
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Books `request` for `driver` together with whatever else is being booked meanwhile.
+    pub(crate) async fn book(
+        &self,
+        ctx: &CommandContext,
+        driver: Actor,
+        request: BookingRequest,
+    ) -> Outcome {
+        let queue = self.queue.get_or_init(|| {
+            let (queue, jobs) = mpsc::unbounded_channel();
+            let runtime = self.runtime.clone().unwrap_or_else(Handle::current);
+            runtime.spawn(self.booker.clone().serve(jobs));
+            queue
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            ctx: ctx.clone(),
+            driver,
+            request,
+            reply,
+        };
+        if queue.send(job).is_err() {
+            return Err(worker_lost());
+        }
+        answer.await.unwrap_or_else(|_| Err(worker_lost()))
+    }
+}
+
+fn worker_lost() -> CommandError {
+    CommandError::Infrastructure("the booking worker stopped before answering".into())
+}
+
+fn slot_not_found() -> CommandError {
+    CommandError::rejected("slot_not_found", Violation::NotFound, "no such slot")
+}
+
+fn lot_not_found() -> CommandError {
+    CommandError::rejected("lot_not_found", Violation::NotFound, "no such lot")
+}
+
+/// What the desk's workers share.
+struct Booker {
+    log: EventLog,
+    slots: Bus<Slot>,
+    lots: Bus<ParkingLot>,
+    bookings: Bus<Booking>,
+    policy: BookingPolicy,
+}
+
+/// The streams a batch decides on, as loaded at the start of an attempt and then as its
+/// earlier bookings leave them.
+struct Streams {
+    slots: HashMap<Uuid, Loaded<Slot>>,
+    lots: HashMap<Uuid, Option<RegisteredLot>>,
+    /// For requests that may be retries: the booking their first attempt made, if any.
+    made: HashMap<Uuid, Booking>,
+}
+
+/// How one job of a batch came out.
+enum Decision {
+    /// Its events, to append with the batch's.
+    Record(Box<Recording>),
+    /// Final without appending anything: refused, or made by the request's first attempt.
+    Answer(Outcome),
+}
+
+/// A booking decided, with the events that record it.
+struct Recording {
+    reserved: Pending<Slot>,
+    created: Pending<Booking>,
+    booking: CreatedBooking,
+}
+
+impl Decision {
+    fn events(&self) -> impl Iterator<Item = &SerializedEvent> {
+        let (reserved, created): (&[_], &[_]) = match self {
+            Decision::Record(recording) => (
+                recording.reserved.serialized(),
+                recording.created.serialized(),
+            ),
+            Decision::Answer(_) => (&[], &[]),
+        };
+        reserved.iter().chain(created)
+    }
+}
+
+impl Booker {
+    /// Takes everything queued, up to a batch, as soon as the previous batch is answered.
+    async fn serve(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+            tracing::debug!(bookings = jobs.len(), "booking batch");
+            let (booker, batch) = (self.clone(), std::mem::take(&mut jobs));
+            // A task per batch: a bug that panics fails that batch's requests (their answers
+            // are dropped: 500), not the desk.
+            if let Err(e) = tokio::spawn(async move { booker.run(batch).await }).await {
+                tracing::error!(error = %e, "a booking batch failed");
+            }
+        }
+    }
+
+    /// Decides and records `jobs` together, and answers each of them.
+    async fn run(&self, jobs: Vec<Job>) {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut streams = match self.load(&jobs).await {
+                Ok(streams) => streams,
+                Err(e) => return fail_all(jobs, &e),
+            };
+            let mut decisions = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                decisions.push(self.decide(job, &mut streams).await);
+            }
+            let events: Vec<&SerializedEvent> =
+                decisions.iter().flat_map(Decision::events).collect();
+            let appended = if events.is_empty() {
+                Ok(())
+            } else {
+                append_all(self.log.pool(), events).await
+            };
+            match appended {
+                Ok(()) => return self.answer(jobs, decisions).await,
+                Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, "a batch lost a concurrent append; deciding again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AppendError::Conflict) => break,
+                Err(AppendError::Database(e)) => return fail_all(jobs, &e),
+            }
+        }
+        for job in jobs {
+            let contention = CommandError::Contention {
+                aggregate: <Slot as cqrs_es::Aggregate>::TYPE,
+                id: job.request.slot_id.to_string(),
+            };
+            let _ = job.reply.send(Err(contention));
+        }
+    }
+
+    /// The batch's slots in one query, then their lots and the bookings its retried requests
+    /// may have made already, together.
+    async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
+        let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
+        let slots = self.slots.load_many(&keys(&slot_ids)).await?;
+        let lot_ids = distinct(
+            slots
+                .iter()
+                .filter_map(|slot| slot.aggregate.info.as_ref().map(|info| info.lot_id)),
+        );
+        let booking_ids = distinct(
+            jobs.iter()
+                .filter(|job| job.ctx.may_be_retry())
+                .map(|job| job.ctx.new_id("booking")),
+        );
+        let (lot_keys, booking_keys) = (keys(&lot_ids), keys(&booking_ids));
+        let (lots, made) = tokio::try_join!(
+            self.lots.load_many(&lot_keys),
+            self.bookings.load_many(&booking_keys),
+        )?;
+        Ok(Streams {
+            slots: slot_ids.into_iter().zip(slots).collect(),
+            lots: lot_ids
+                .into_iter()
+                .zip(lots.into_iter().map(|lot| lot.aggregate.registered))
+                .collect(),
+            made: booking_ids
+                .into_iter()
+                .zip(made)
+                .filter(|(_, made)| made.current_sequence > 0)
+                .map(|(id, made)| (id, made.aggregate))
+                .collect(),
+        })
+    }
+
+    /// Decides one job on `streams`, which then include its events.
+    async fn decide(&self, job: &Job, streams: &mut Streams) -> Decision {
+        match self.try_decide(job, streams).await {
+            Ok(decision) => decision,
+            Err(refused) => Decision::Answer(Err(refused)),
+        }
+    }
+
+    async fn try_decide(&self, job: &Job, streams: &mut Streams) -> Result<Decision, CommandError> {
+        let (ctx, request) = (&job.ctx, &job.request);
+        let slot = streams
+            .slots
+            .get(&request.slot_id)
+            .ok_or_else(slot_not_found)?;
+        let info = slot.aggregate.info.clone().ok_or_else(slot_not_found)?;
+        let lot = streams
+            .lots
+            .get(&info.lot_id)
+            .and_then(Option::as_ref)
+            .ok_or_else(lot_not_found)?;
+        if !lot.slots.values().any(|s| s.slot_id == request.slot_id) {
+            return Err(slot_not_found());
+        }
+        if !lot.active {
+            return Err(CommandError::rejected(
+                "lot_inactive",
+                Violation::Conflict,
+                "the lot is deactivated",
+            ));
+        }
+
+        let booking_id = ctx.new_id("booking");
+        if let Some(made) = streams.made.get(&booking_id) {
+            return first_attempt(made, booking_id, job).map(|made| Decision::Answer(Ok(made)));
+        }
+        let price = price_for(&lot.details.hourly_rate, &request.range);
+        // A booking whose reservation was recorded alone (by the two-step process of earlier
+        // versions) keeps that reservation's hold while it runs.
+        let hold_until = slot
+            .aggregate
+            .reservations
+            .get(&booking_id)
+            .filter(|r| r.is_live(ctx.now))
+            .and_then(|r| r.hold_until)
+            .unwrap_or_else(|| self.policy.hold_until(ctx.now));
+        let reserve = SlotCommand::Reserve {
+            booking_id,
+            range: request.range,
+            hold_until: Some(hold_until),
+            now: ctx.now,
+        };
+        let reserved = self.slots.decide(copy(slot), reserve, ctx).await?;
+        let step_ctx = reserved
+            .envelopes()
+            .last()
+            .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
+        let create = BookingCommand::Create {
+            user_id: job.driver.user_id,
+            lot_id: info.lot_id,
+            lot_owner_id: lot.owner_id,
+            slot_id: request.slot_id,
+            range: request.range,
+            vehicle_number: request.vehicle_number.clone(),
+            price: price.clone(),
+            hold_until,
+            now: ctx.now,
+        };
+        let created = self
+            .bookings
+            .decide(
+                Bus::<Booking>::fresh(&booking_id.to_string()),
+                create,
+                &step_ctx,
+            )
+            .await?;
+        streams.slots.insert(request.slot_id, reserved.after());
+        Ok(Decision::Record(Box::new(Recording {
+            reserved,
+            created,
+            booking: CreatedBooking {
+                booking_id,
+                price,
+                hold_until,
+            },
+        })))
+    }
+
+    /// After the batch was recorded: snapshots, the batch numbered in the log, and every
+    /// answer.
+    async fn answer(&self, jobs: Vec<Job>, decisions: Vec<Decision>) {
+        let recorded = decisions
+            .iter()
+            .any(|decision| matches!(decision, Decision::Record(_)));
+        // Numbered once for the whole batch; should it fail, each request settles its own.
+        let head = if recorded {
+            self.log
+                .sequence()
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "could not number a booking batch"))
+                .ok()
+        } else {
+            None
+        };
+        for (job, decision) in jobs.into_iter().zip(decisions) {
+            let outcome = match decision {
+                Decision::Record(recording) => {
+                    let Recording {
+                        reserved,
+                        created,
+                        booking,
+                    } = *recording;
+                    self.slots.recorded(reserved, &job.ctx).await;
+                    self.bookings.recorded(created, &job.ctx).await;
+                    if let Some(head) = head {
+                        job.ctx.settled_at(head);
+                    }
+                    Ok(booking)
+                }
+                Decision::Answer(outcome) => outcome,
+            };
+            // The client may have gone; its booking stands all the same.
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+/// A retried request whose first attempt made its booking: that booking, if the request is
+/// the same. The answer must cover it, so the request's position is settled.
+fn first_attempt(
+    made: &Booking,
+    booking_id: Uuid,
+    job: &Job,
+) -> Result<CreatedBooking, CommandError> {
+    let Some(made) = &made.state else {
+        return Err(CommandError::Infrastructure(
+            "a booking stream without its creation".into(),
+        ));
+    };
+    let request = &job.request;
+    let same = made.user_id == job.driver.user_id
+        && made.slot_id == request.slot_id
+        && made.range == request.range
+        && made.vehicle_number == request.vehicle_number;
+    if !same {
+        return Err(key_reused());
+    }
+    job.ctx.mark_unsettled();
+    Ok(CreatedBooking {
+        booking_id,
+        price: made.price.clone(),
+        hold_until: made.hold_until,
+    })
+}
+
+fn fail_all(jobs: Vec<Job>, error: &dyn std::fmt::Display) {
+    tracing::error!(error = %error, bookings = jobs.len(), "a booking batch failed");
+    for job in jobs {
+        let failure = CommandError::Infrastructure(error.to_string().into());
+        let _ = job.reply.send(Err(failure));
+    }
+}
+
+fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut seen = std::collections::HashSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
+}
+
+fn keys(ids: &[Uuid]) -> Vec<String> {
+    ids.iter().map(Uuid::to_string).collect()
+}
+
+fn copy(loaded: &Loaded<Slot>) -> Loaded<Slot> {
+    Loaded {
+        aggregate_id: loaded.aggregate_id.clone(),
+        aggregate: loaded.aggregate.clone(),
+        current_sequence: loaded.current_sequence,
+        current_snapshot: loaded.current_snapshot,
+    }
+}
