@@ -108,6 +108,7 @@ async fn run() -> anyhow::Result<()> {
 
     let raw = raw_inserts(&app.database_url, clients, seconds).await?;
     let store_fed = bookings(app.clone(), clients, seconds).await;
+    let reads = booking_reads(&app, clients, seconds).await;
 
     // The same load with the read models fed from Kafka (ADR 0012), on a database and a
     // broker of its own (a relay refuses topics that hold another database's events).
@@ -186,6 +187,10 @@ async fn run() -> anyhow::Result<()> {
         "ratio booking / raw insert           : {:>8.2}",
         store_fed.per_second / raw
     );
+    println!(
+        "HTTP GET of one booking/s (reference) : {reads:>7.0}  (booking / GET: {:.2})",
+        store_fed.per_second / reads
+    );
     println!("recorded -> read models (ms)         : {}", store_fed.lag());
     println!(
         "with PROJECTION_SOURCE=kafka         : {:>8.0} bookings/s (failed: {}); recorded -> read models (ms): {}",
@@ -250,6 +255,39 @@ impl Load {
             self.waits.len()
         )
     }
+}
+
+/// The floor under any booking: `clients` drivers each read one of their bookings back to back
+/// for `seconds` (`GET /api/v1/bookings/{id}`: token check, one indexed read, JSON). Reads/s.
+async fn booking_reads(app: &Arc<parking_tests::TestApp>, clients: u64, seconds: u64) -> f64 {
+    let fx = app.lot_with_slot().await;
+    let mut readers = Vec::new();
+    for c in 0..clients as i64 {
+        let (token, _) = app.signed_in("user").await;
+        let booked = app
+            .book(&token, fx.slot_id, hours_from_now(c), hours_from_now(c + 1))
+            .await;
+        readers.push((token, format!("/api/v1/bookings/{}", booked.id())));
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = readers
+        .into_iter()
+        .map(|(token, path)| {
+            let (app, done) = (app.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let reply = app.get(&path, Some(&token)).await;
+                    assert!(reply.status.is_success(), "{reply:?}");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a reading client");
+    }
+    done.load(Ordering::Relaxed) as f64 / seconds as f64
 }
 
 /// `clients` drivers, each with 8 slots of its own, book back to back for `seconds`.
