@@ -5,7 +5,8 @@
 //! desk, and a worker takes everything queued at once: it loads the batch's slots in one query
 //! and their lots (and, for retried requests, what their first attempt made) in one more,
 //! decides each booking in arrival order on its slot as the batch's earlier bookings leave it,
-//! and appends every event of the batch in one statement: one commit for all. While it works
+//! and appends every event of the batch in one statement, numbered in the log: one commit for
+//! all. While it works
 //! the next batch queues: group commit at the application level.
 //!
 //! Answers are given only once the batch is recorded, so nobody is answered from a state that
@@ -17,11 +18,12 @@
 //! runs in a task of its own, which a client going away cannot cut short between its steps.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cqrs_es::persist::SerializedEvent;
+use cqrs_es::Aggregate;
 use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy};
-use parking_domain::lot::{ParkingLot, RegisteredLot};
+use parking_domain::lot::ParkingLot;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::{Actor, Violation};
 use parking_infra::event_store::{append_all, AppendError, Pending};
@@ -74,6 +76,7 @@ impl BookingDesk {
                 lots,
                 bookings,
                 policy,
+                held: Mutex::default(),
             }),
             runtime: Handle::try_current().ok(),
             queue: OnceLock::new(),
@@ -126,13 +129,43 @@ struct Booker {
     lots: Bus<ParkingLot>,
     bookings: Bus<Booking>,
     policy: BookingPolicy,
+    /// Slots and lots as the last batches left them, as recorded: the next batch only reads
+    /// what was appended to them since (`Bus::load_many_from`). Only states that are history
+    /// are kept, so a stale one is merely brought up to date.
+    held: Mutex<Held>,
+}
+
+/// Streams the desk holds between batches. Bounded: when full, it starts again empty.
+#[derive(Default)]
+struct Held {
+    slots: HashMap<Uuid, Loaded<Slot>>,
+    lots: HashMap<Uuid, Loaded<ParkingLot>>,
+}
+
+/// How many streams of each kind the desk holds at most.
+const HELD_STREAMS: usize = 4096;
+
+impl Held {
+    fn take<A: Aggregate + Clone>(
+        held: &HashMap<Uuid, Loaded<A>>,
+        id: Uuid,
+    ) -> (String, Option<Loaded<A>>) {
+        (id.to_string(), held.get(&id).map(copy))
+    }
+
+    fn keep<A: Aggregate>(held: &mut HashMap<Uuid, Loaded<A>>, streams: HashMap<Uuid, Loaded<A>>) {
+        if held.len() + streams.len() > HELD_STREAMS {
+            held.clear();
+        }
+        held.extend(streams);
+    }
 }
 
 /// The streams a batch decides on, as loaded at the start of an attempt and then as its
 /// earlier bookings leave them.
 struct Streams {
     slots: HashMap<Uuid, Loaded<Slot>>,
-    lots: HashMap<Uuid, Option<RegisteredLot>>,
+    lots: HashMap<Uuid, Loaded<ParkingLot>>,
     /// For requests that may be retries: the booking their first attempt made, if any.
     made: HashMap<Uuid, Booking>,
 }
@@ -194,12 +227,16 @@ impl Booker {
             let events: Vec<&SerializedEvent> =
                 decisions.iter().flat_map(Decision::events).collect();
             let appended = if events.is_empty() {
-                Ok(())
+                Ok(0)
             } else {
                 append_all(self.log.pool(), events).await
             };
             match appended {
-                Ok(()) => return self.answer(jobs, decisions).await,
+                Ok(head) => {
+                    self.log.observed(head);
+                    self.hold(streams);
+                    return self.answer(jobs, decisions, head).await;
+                }
                 Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, "a batch lost a concurrent append; deciding again");
                     tokio::time::sleep(backoff(attempt)).await;
@@ -210,7 +247,7 @@ impl Booker {
         }
         for job in jobs {
             let contention = CommandError::Contention {
-                aggregate: <Slot as cqrs_es::Aggregate>::TYPE,
+                aggregate: Slot::TYPE,
                 id: job.request.slot_id.to_string(),
             };
             let _ = job.reply.send(Err(contention));
@@ -218,31 +255,43 @@ impl Booker {
     }
 
     /// The batch's slots in one query, then their lots and the bookings its retried requests
-    /// may have made already, together.
+    /// may have made already, together. Slots and lots the desk holds are only brought up to
+    /// date.
     async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
         let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
-        let slots = self.slots.load_many(&keys(&slot_ids)).await?;
+        let wanted = {
+            let held = self.held.lock().expect("held streams");
+            slot_ids
+                .iter()
+                .map(|id| Held::take(&held.slots, *id))
+                .collect()
+        };
+        let slots = self.slots.load_many_from(wanted).await?;
         let lot_ids = distinct(
             slots
                 .iter()
                 .filter_map(|slot| slot.aggregate.info.as_ref().map(|info| info.lot_id)),
         );
+        let wanted = {
+            let held = self.held.lock().expect("held streams");
+            lot_ids
+                .iter()
+                .map(|id| Held::take(&held.lots, *id))
+                .collect()
+        };
         let booking_ids = distinct(
             jobs.iter()
                 .filter(|job| job.ctx.may_be_retry())
                 .map(|job| job.ctx.new_id("booking")),
         );
-        let (lot_keys, booking_keys) = (keys(&lot_ids), keys(&booking_ids));
+        let booking_keys = keys(&booking_ids);
         let (lots, made) = tokio::try_join!(
-            self.lots.load_many(&lot_keys),
+            self.lots.load_many_from(wanted),
             self.bookings.load_many(&booking_keys),
         )?;
         Ok(Streams {
             slots: slot_ids.into_iter().zip(slots).collect(),
-            lots: lot_ids
-                .into_iter()
-                .zip(lots.into_iter().map(|lot| lot.aggregate.registered))
-                .collect(),
+            lots: lot_ids.into_iter().zip(lots).collect(),
             made: booking_ids
                 .into_iter()
                 .zip(made)
@@ -250,6 +299,13 @@ impl Booker {
                 .map(|(id, made)| (id, made.aggregate))
                 .collect(),
         })
+    }
+
+    /// After a batch was recorded: its streams as they now are in the store.
+    fn hold(&self, streams: Streams) {
+        let mut held = self.held.lock().expect("held streams");
+        Held::keep(&mut held.slots, streams.slots);
+        Held::keep(&mut held.lots, streams.lots);
     }
 
     /// Decides one job on `streams`, which then include its events.
@@ -270,7 +326,7 @@ impl Booker {
         let lot = streams
             .lots
             .get(&info.lot_id)
-            .and_then(Option::as_ref)
+            .and_then(|lot| lot.aggregate.registered.as_ref())
             .ok_or_else(lot_not_found)?;
         if !lot.slots.values().any(|s| s.slot_id == request.slot_id) {
             return Err(slot_not_found());
@@ -339,22 +395,9 @@ impl Booker {
         })))
     }
 
-    /// After the batch was recorded: snapshots, the batch numbered in the log, and every
-    /// answer.
-    async fn answer(&self, jobs: Vec<Job>, decisions: Vec<Decision>) {
-        let recorded = decisions
-            .iter()
-            .any(|decision| matches!(decision, Decision::Record(_)));
-        // Numbered once for the whole batch; should it fail, each request settles its own.
-        let head = if recorded {
-            self.log
-                .sequence()
-                .await
-                .inspect_err(|e| tracing::warn!(error = %e, "could not number a booking batch"))
-                .ok()
-        } else {
-            None
-        };
+    /// After the batch was recorded (the log's head then was `head`): snapshots, positions,
+    /// and every answer.
+    async fn answer(&self, jobs: Vec<Job>, decisions: Vec<Decision>, head: i64) {
         for (job, decision) in jobs.into_iter().zip(decisions) {
             let outcome = match decision {
                 Decision::Record(recording) => {
@@ -363,11 +406,8 @@ impl Booker {
                         created,
                         booking,
                     } = *recording;
-                    self.slots.recorded(reserved, &job.ctx).await;
-                    self.bookings.recorded(created, &job.ctx).await;
-                    if let Some(head) = head {
-                        job.ctx.settled_at(head);
-                    }
+                    self.slots.recorded(reserved, head, &job.ctx).await;
+                    self.bookings.recorded(created, head, &job.ctx).await;
                     Ok(booking)
                 }
                 Decision::Answer(outcome) => outcome,
@@ -423,7 +463,7 @@ fn keys(ids: &[Uuid]) -> Vec<String> {
     ids.iter().map(Uuid::to_string).collect()
 }
 
-fn copy(loaded: &Loaded<Slot>) -> Loaded<Slot> {
+fn copy<A: Aggregate + Clone>(loaded: &Loaded<A>) -> Loaded<A> {
     Loaded {
         aggregate_id: loaded.aggregate_id.clone(),
         aggregate: loaded.aggregate.clone(),

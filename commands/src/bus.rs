@@ -12,9 +12,9 @@
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 use parking_domain::RuleError;
-use parking_infra::event_store::Pending;
+use parking_infra::event_store::{append_all, AppendError, Pending};
 use parking_infra::PgEventStore;
 
 use crate::context::CommandContext;
@@ -71,6 +71,18 @@ where
     /// Several aggregates loaded for commands, in one round trip, in the order of `ids`.
     pub async fn load_many(&self, ids: &[String]) -> Result<Vec<Loaded<A>>, CommandError> {
         self.store.load_many(ids).await.map_err(from_aggregate)
+    }
+
+    /// [`Bus::load_many`], bringing the aggregates the caller holds up to date instead of
+    /// loading them again (`PgEventStore::load_many_from`).
+    pub async fn load_many_from(
+        &self,
+        wanted: Vec<(String, Option<Loaded<A>>)>,
+    ) -> Result<Vec<Loaded<A>>, CommandError> {
+        self.store
+            .load_many_from(wanted)
+            .await
+            .map_err(from_aggregate)
     }
 
     /// Whether `command` would be accepted now, without recording anything.
@@ -138,17 +150,16 @@ where
             .map_err(from_aggregate)
     }
 
-    /// After [`Bus::decide`]'s events were appended: snapshots, the request marked for
-    /// numbering. Returns the recorded envelopes.
+    /// After [`Bus::decide`]'s events were appended (the log's head then was `head`):
+    /// snapshots, and the request's position. Returns the recorded envelopes.
     pub async fn recorded(
         &self,
         pending: Pending<A>,
+        head: i64,
         ctx: &CommandContext,
     ) -> Vec<EventEnvelope<A>> {
         let recorded = self.store.recorded(pending).await;
-        if !recorded.is_empty() {
-            ctx.mark_unsettled();
-        }
+        ctx.settled_at(head);
         recorded
     }
 
@@ -159,57 +170,31 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
-        let metadata = ctx.metadata();
         for attempt in 1..=MAX_ATTEMPTS {
-            match self
-                .attempt(
-                    aggregate_id,
-                    loaded.take(),
-                    command.clone(),
-                    metadata.clone(),
-                )
-                .await
-            {
-                Ok(committed) if committed.is_empty() => return Ok(committed),
-                Ok(committed) => {
-                    // Numbered once per request, when it settles (`Commands::settle`).
-                    ctx.mark_unsettled();
-                    return Ok(committed);
-                }
-                Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
+            let context = match loaded.take() {
+                Some(context) => context,
+                None => self.load_for_command(aggregate_id).await?,
+            };
+            let pending = self.decide(context, command.clone(), ctx).await?;
+            if pending.envelopes().is_empty() {
+                return Ok(Vec::new());
+            }
+            match append_all(self.store.pool(), pending.serialized()).await {
+                Ok(head) => return Ok(self.recorded(pending, head, ctx).await),
+                Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, "lost a concurrent append; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(AggregateError::AggregateConflict) => break,
-                result => return result.map_err(from_aggregate),
+                Err(AppendError::Conflict) => break,
+                Err(AppendError::Database(e)) => {
+                    return Err(CommandError::Infrastructure(Box::new(e)))
+                }
             }
         }
         Err(CommandError::Contention {
             aggregate: A::TYPE,
             id: aggregate_id.to_owned(),
         })
-    }
-
-    async fn attempt(
-        &self,
-        aggregate_id: &str,
-        loaded: Option<Loaded<A>>,
-        command: A::Command,
-        metadata: std::collections::HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let mut context = match loaded {
-            Some(context) => context,
-            None => self.store.load_aggregate(aggregate_id).await?,
-        };
-        let sink = EventSink::default();
-        context
-            .aggregate()
-            .handle(command, &self.services, &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
-        self.store
-            .commit(sink.collect().await, context, metadata)
-            .await
     }
 }
 

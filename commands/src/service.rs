@@ -88,11 +88,14 @@ impl Commands {
         }
     }
 
-    /// Numbers what the request behind `ctx` recorded (or found recorded) in the global log,
-    /// once, and notes in `ctx` the position that covers it. Concurrent requests share the
-    /// numbering (`EventLog::sequence`). Should it fail, the events are numbered by the next
-    /// numbering from anyone; the request gets the error (its retry finds the work done).
+    /// The log position that covers what the request behind `ctx` recorded or found recorded.
+    /// Appends number their own events; work found done by an earlier attempt of the request
+    /// is covered by a sequencer run (`EventLog::sequence`, shared with concurrent requests),
+    /// which also numbers anything that attempt's crash may have left unnumbered. Should that
+    /// fail, the request gets the error (its retry finds the work done).
     pub async fn settle(&self, ctx: &CommandContext) -> Result<i64, CommandError> {
+        // This process's projectors learn of the request's appends now, not at the notification.
+        self.log.observed(ctx.position());
         if ctx.take_unsettled() {
             match self.log.sequence().await {
                 Ok(head) => ctx.record_position(head),

@@ -70,6 +70,10 @@ impl<A: Aggregate> PgEventStore<A> {
         }
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Replaces the upcasters of [`crate::upcasting::for_aggregate`] (for tests of upcasting).
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         self.upcasters = Arc::new(upcasters);
@@ -138,7 +142,18 @@ impl<A: Aggregate> PgEventStore<A> {
         &self,
         aggregate_ids: &[String],
     ) -> Result<Vec<EventStoreAggregateContext<A>>, AggregateError<A::Error>> {
-        if aggregate_ids.is_empty() {
+        let wanted = aggregate_ids.iter().map(|id| (id.clone(), None)).collect();
+        self.load_many_from(wanted).await
+    }
+
+    /// [`PgEventStore::load_many`] for callers that may already hold some of the aggregates:
+    /// one held (as of its `current_sequence`) is brought up to date with only the events
+    /// after it, without its snapshot; the others load as usual.
+    pub async fn load_many_from(
+        &self,
+        wanted: Vec<(String, Option<EventStoreAggregateContext<A>>)>,
+    ) -> Result<Vec<EventStoreAggregateContext<A>>, AggregateError<A::Error>> {
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
         // A schema no snapshot has: with snapshots off, every stream is replayed whole.
@@ -146,26 +161,42 @@ impl<A: Aggregate> PgEventStore<A> {
             Snapshots::Every { schema, .. } => schema,
             Snapshots::Never => i32::MIN,
         };
+        let (ids, held): (Vec<String>, Vec<Option<EventStoreAggregateContext<A>>>) =
+            wanted.into_iter().unzip();
+        let known: Vec<i64> = held
+            .iter()
+            .map(|held| held.as_ref().map_or(0, |h| h.current_sequence as i64))
+            .collect();
         let rows: Vec<LoadRow> = sqlx::query_as(
             "SELECT ids.id, s.sequence, s.payload,
                     (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
                                                       e.payload, e.metadata) ORDER BY e.sequence)
                        FROM events e
                       WHERE e.aggregate_type = $1 AND e.aggregate_id = ids.id
-                        AND e.sequence > COALESCE(s.sequence, 0))
-               FROM UNNEST($2::text[]) WITH ORDINALITY AS ids(id, n)
+                        AND e.sequence > COALESCE(s.sequence, ids.known))
+               FROM UNNEST($2::text[], $4::bigint[]) WITH ORDINALITY AS ids(id, known, n)
                LEFT JOIN aggregate_snapshots s
-                      ON s.aggregate_type = $1 AND s.aggregate_id = ids.id AND s.schema_version = $3
+                      ON ids.known = 0 AND s.aggregate_type = $1 AND s.aggregate_id = ids.id
+                     AND s.schema_version = $3
               ORDER BY ids.n",
         )
         .bind(A::TYPE)
-        .bind(aggregate_ids)
+        .bind(&ids)
         .bind(schema)
+        .bind(&known)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         let mut loaded = Vec::with_capacity(rows.len());
-        for (aggregate_id, snapshot_sequence, snapshot, tail) in rows {
+        for ((aggregate_id, snapshot_sequence, snapshot, tail), held) in rows.into_iter().zip(held)
+        {
+            if let Some(held) = held.filter(|h| h.current_sequence > 0) {
+                let from = held.current_sequence;
+                let mut context = self.replay_onto(aggregate_id, held.aggregate, from, tail)?;
+                context.current_snapshot = held.current_snapshot;
+                loaded.push(context);
+                continue;
+            }
             let from_snapshot = snapshot_sequence.zip(snapshot).and_then(|(sequence, payload)| {
                 serde_json::from_value::<A>(payload)
                     .inspect_err(|e| {
@@ -418,14 +449,15 @@ impl AppendError {
     }
 }
 
-/// Appends events of any streams in one statement: atomic without an explicit transaction (one
+/// Appends events of any streams in one statement, numbered in the global log in the order
+/// given (`parking_append_events`, migration 0007): atomic without an explicit transaction (one
 /// round trip instead of postgres-es's `BEGIN`, an `INSERT` per event, `COMMIT`), so the events
 /// of several aggregates are recorded together or not at all. The same rows as postgres-es
-/// writes.
+/// writes, plus their position. Returns the log's head after them, which covers them.
 pub async fn append_all<'a>(
     pool: &PgPool,
     events: impl IntoIterator<Item = &'a SerializedEvent>,
-) -> Result<(), AppendError> {
+) -> Result<i64, AppendError> {
     let text = |value: &serde_json::Value| value.to_string();
     let events: Vec<&SerializedEvent> = events.into_iter().collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
@@ -435,15 +467,9 @@ pub async fn append_all<'a>(
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
     let payloads: Vec<String> = events.iter().map(|e| text(&e.payload)).collect();
     let metadata: Vec<String> = events.iter().map(|e| text(&e.metadata)).collect();
-    let inserted = sqlx::query(
-        "INSERT INTO events
-                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
-                e.payload::json, e.metadata::json
-           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                       $7::text[])
-                AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
-                     metadata)",
+    let appended = sqlx::query_scalar(
+        "SELECT parking_append_events($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[])",
     )
     .bind(&kinds)
     .bind(&ids)
@@ -452,10 +478,10 @@ pub async fn append_all<'a>(
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
-    .execute(pool)
+    .fetch_one(pool)
     .await;
-    match inserted {
-        Ok(_) => Ok(()),
+    match appended {
+        Ok(head) => Ok(head),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
             Err(AppendError::Conflict)
         }

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use cqrs_es::persist::SerializedEvent;
+use parking_infra::event_store::append_all;
 use parking_infra::log::read_after;
 use parking_infra::EventLog;
 use parking_tests::{spawn_app, spawn_app_with};
@@ -63,6 +65,55 @@ async fn a_transaction_that_commits_late_is_read_after_what_committed_before_it(
     .await
     .unwrap();
     assert_eq!(order[0], "slow");
+}
+
+#[tokio::test]
+async fn an_append_numbers_its_events_after_every_append_that_committed_before_it() {
+    let app = spawn_app().await;
+    let log = EventLog::new(app.db.clone());
+    let start = log.sequence().await.unwrap();
+    let event = |stream: &str| {
+        SerializedEvent::new(
+            stream.to_owned(),
+            1,
+            "test".to_owned(),
+            "Happened".to_owned(),
+            "1".to_owned(),
+            json!({}),
+            json!({}),
+        )
+    };
+
+    // One append is inside a transaction that stays open (as a slow commit would)...
+    let mut slow = app.db.begin().await.unwrap();
+    let slow_head: i64 = sqlx::query_scalar(
+        "SELECT parking_append_events('{test}', '{slow}', '{1}', '{Happened}', '{1}', '{\"{}\"}', '{\"{}\"}')",
+    )
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap();
+    assert_eq!(slow_head, start + 1);
+    // ... so a later append waits for it instead of taking a position a reader could pass.
+    let fast = tokio::spawn({
+        let db = app.db.clone();
+        async move { append_all(&db, &[event("fast")]).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !fast.is_finished(),
+        "the later append went ahead of an open one"
+    );
+    let mut reader = app.db.acquire().await.unwrap();
+    assert!(read_after(&mut reader, start, 10).await.unwrap().is_empty());
+
+    slow.commit().await.unwrap();
+    assert_eq!(fast.await.unwrap(), start + 2);
+    let read = read_after(&mut reader, start, 10).await.unwrap();
+    let order: Vec<(&str, i64)> = read
+        .iter()
+        .map(|e| (e.aggregate_id.as_str(), e.global_position))
+        .collect();
+    assert_eq!(order, [("slow", start + 1), ("fast", start + 2)]);
 }
 
 #[tokio::test]
