@@ -106,6 +106,29 @@ pub async fn read_after(
     .await
 }
 
+/// The events at positions `after < p <= up_to`, in log order, of one aggregate type if one
+/// is given (for a consumer that only needs those, such as a projection's rebuild).
+pub async fn read_between(
+    db: &mut PgConnection,
+    aggregate_type: Option<&str>,
+    after: i64,
+    up_to: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata, recorded_at
+           FROM events
+          WHERE global_position > $1 AND global_position <= $2
+            AND ($3::text IS NULL OR aggregate_type = $3)
+          ORDER BY global_position",
+    )
+    .bind(after)
+    .bind(up_to)
+    .bind(aggregate_type)
+    .fetch_all(db)
+    .await
+}
+
 /// The log's handle: numbers events and tells everyone in this process how far the numbered
 /// history reaches. Cheap to clone.
 #[derive(Clone)]

@@ -59,6 +59,11 @@ pub trait Projection<A: Aggregate>: Send + Sync + 'static {
 pub trait ReadModel: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn tables(&self) -> &'static [&'static str];
+    /// The one aggregate type whose events it reads, if it reads only one: the others pass it
+    /// by (a rebuild does not even read them).
+    fn aggregate_type(&self) -> Option<&'static str> {
+        None
+    }
     async fn apply(
         &self,
         db: &mut PgConnection,
@@ -107,6 +112,10 @@ where
 
     fn tables(&self) -> &'static [&'static str] {
         self.projection.tables()
+    }
+
+    fn aggregate_type(&self) -> Option<&'static str> {
+        Some(A::TYPE)
     }
 
     async fn apply(

@@ -4,7 +4,8 @@
 //!    `rebuild_<name>` (columns, defaults, checks, keys and indexes under the same names).
 //! 2. The log is replayed into them from position 0 on a connection whose `search_path` puts
 //!    that schema first, so the projection's SQL writes the copies; the live projection keeps
-//!    running meanwhile.
+//!    running meanwhile. Only the projection's aggregate's events are read, by other
+//!    connections, which read the next windows of the log while the one before is applied.
 //! 3. When the replay has caught up, one transaction locks the live projection's checkpoint
 //!    (pausing it), applies the last few events, replaces the live tables by the copies (views
 //!    over them are re-created), and sets the checkpoint to the rebuilt position. Readers see
@@ -12,20 +13,23 @@
 
 use std::time::Instant;
 
-use parking_infra::log::read_after;
+use parking_infra::log::{read_after, read_between};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::model::{ProjectionError, ReadModel};
 use crate::runtime::consumer;
 
-/// Events per replay transaction.
+/// Positions of the log per replay transaction.
 const BATCH: i64 = 5000;
+/// Windows of the log read at once.
+const READERS: usize = 2;
 
 /// How a rebuild is going, reported after every batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub position: i64,
     pub head: i64,
+    /// Events of the log covered so far (read, or passed by as another aggregate's).
     pub events: u64,
     pub events_per_second: f64,
 }
@@ -34,6 +38,7 @@ pub struct Progress {
 #[derive(Debug, Clone, Copy)]
 pub struct Rebuilt {
     pub position: i64,
+    /// Events of the log covered.
     pub events: u64,
     pub seconds: f64,
 }
@@ -50,46 +55,96 @@ pub async fn rebuild(
 ) -> Result<Rebuilt, ProjectionError> {
     let started = Instant::now();
     let mut db = pool.acquire().await?.detach();
-    prepare(&mut db, model).await?;
+    let indexes = prepare(&mut db, model).await?;
     sqlx::query(&format!("SET search_path TO {}, public", schema(model)))
         .execute(&mut db)
         .await?;
 
+    // The history up to the head as it is now, read ahead on a connection of its own while
+    // the batch before is applied: numbered events never change, so this needs no transaction
+    // with the writes.
+    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+        .fetch_one(&mut db)
+        .await?;
+    let (batches, mut read) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_ahead(
+        pool.clone(),
+        model.aggregate_type(),
+        head,
+        batches,
+    ));
     let mut position = 0;
-    let mut events = 0u64;
-    loop {
+    while let Some((batch, reached)) = read.recv().await {
         let mut tx = db.begin().await?;
-        let batch = read_after(&mut tx, position, BATCH).await?;
-        let Some(last) = batch.last().map(|e| e.global_position) else {
-            break;
-        };
         let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
         model.apply_batch(&mut tx, &refs).await?;
         tx.commit().await?;
-        position = last;
-        events += batch.len() as u64;
-        let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-            .fetch_one(&mut db)
-            .await?;
+        position = reached;
         progress(Progress {
             position,
             head,
-            events,
-            events_per_second: events as f64 / started.elapsed().as_secs_f64(),
+            events: position as u64,
+            events_per_second: position as f64 / started.elapsed().as_secs_f64(),
         });
     }
-    let (position, tail) = swap(&mut db, model, position).await?;
+    reader
+        .await
+        .map_err(|e| ProjectionError::Source(e.to_string()))??;
+    // Built once over the loaded rows rather than row by row during the replay.
+    for definition in indexes {
+        sqlx::query(&definition).execute(&mut db).await?;
+    }
+    let (position, _) = swap(&mut db, model, position).await?;
     Ok(Rebuilt {
         position,
-        events: events + tail,
+        events: position as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+/// Sends the model's events up to `head`, in log order, a window of [`BATCH`] positions at a
+/// time, each with the position it covers. [`READERS`] windows are read at once, each on a
+/// connection and a task of its own (decoding the rows is most of the cost of reading them).
+async fn read_ahead(
+    pool: PgPool,
+    aggregate_type: Option<&'static str>,
+    head: i64,
+    batches: tokio::sync::mpsc::Sender<(Vec<parking_infra::LoggedEvent>, i64)>,
+) -> Result<(), ProjectionError> {
+    let mut windows = (0..)
+        .map(|i| (i * BATCH, ((i + 1) * BATCH).min(head)))
+        .take_while(|(after, _)| *after < head);
+    let mut reading = std::collections::VecDeque::new();
+    loop {
+        while reading.len() < READERS {
+            let Some((after, up_to)) = windows.next() else {
+                break;
+            };
+            let pool = pool.clone();
+            let read = tokio::spawn(async move {
+                let mut db = pool.acquire().await?;
+                read_between(&mut db, aggregate_type, after, up_to).await
+            });
+            reading.push_back((read, up_to));
+        }
+        let Some((read, up_to)) = reading.pop_front() else {
+            return Ok(());
+        };
+        let batch = read
+            .await
+            .map_err(|e| ProjectionError::Source(e.to_string()))??;
+        if batches.send((batch, up_to)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 /// Makes the empty copies of the model's tables in its rebuild schema (replacing whatever an
-/// interrupted rebuild left there).
-async fn prepare(db: &mut PgConnection, model: &dyn ReadModel) -> Result<(), sqlx::Error> {
+/// interrupted rebuild left there), with their keys. Returns the definitions of their other
+/// indexes, to be made once the history is loaded.
+async fn prepare(db: &mut PgConnection, model: &dyn ReadModel) -> Result<Vec<String>, sqlx::Error> {
     let schema = schema(model);
+    let mut deferred = Vec::new();
     let mut tx = db.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(&mut *tx)
@@ -133,10 +188,11 @@ async fn prepare(db: &mut PgConnection, model: &dyn ReadModel) -> Result<(), sql
                 &format!(" ON {schema}.{table} "),
                 1,
             );
-            sqlx::query(&definition).execute(&mut *tx).await?;
+            deferred.push(definition);
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(deferred)
 }
 
 /// Pauses the live projection, applies what the replay has not seen yet, and replaces the live
