@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::bookings::{BookingRequest, CreatedBooking};
 use crate::bus::{backoff, Bus, Loaded, MAX_ATTEMPTS};
 use crate::context::{key_reused, CommandContext};
-use crate::error::CommandError;
+use crate::error::{BoxError, CommandError};
 
 /// At most this many bookings per batch (one statement).
 const MAX_BATCH: usize = 64;
@@ -122,7 +122,7 @@ fn lot_not_found() -> CommandError {
     CommandError::rejected("lot_not_found", Violation::NotFound, "no such lot")
 }
 
-/// What the desk's workers share.
+/// What the desk's worker and each of its batches share.
 struct Booker {
     log: EventLog,
     slots: Bus<Slot>,
@@ -166,7 +166,8 @@ impl Held {
 struct Streams {
     slots: HashMap<Uuid, Loaded<Slot>>,
     lots: HashMap<Uuid, Loaded<ParkingLot>>,
-    /// For requests that may be retries: the booking their first attempt made, if any.
+    /// For requests that may be retries: the booking their first attempt made, if any, or an
+    /// earlier request of the batch with the same key.
     made: HashMap<Uuid, Booking>,
 }
 
@@ -218,7 +219,8 @@ impl Booker {
         for attempt in 1..=MAX_ATTEMPTS {
             let mut streams = match self.load(&jobs).await {
                 Ok(streams) => streams,
-                Err(e) => return fail_all(jobs, &e),
+                Err(CommandError::Infrastructure(e)) => return fail_all(jobs, e),
+                Err(e) => return fail_all(jobs, Box::new(e)),
             };
             let mut decisions = Vec::with_capacity(jobs.len());
             for job in &jobs {
@@ -242,7 +244,7 @@ impl Booker {
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(AppendError::Conflict) => break,
-                Err(AppendError::Database(e)) => return fail_all(jobs, &e),
+                Err(AppendError::Database(e)) => return fail_all(jobs, Box::new(e)),
             }
         }
         for job in jobs {
@@ -254,41 +256,53 @@ impl Booker {
         }
     }
 
-    /// The batch's slots in one query, then their lots and the bookings its retried requests
-    /// may have made already, together. Slots and lots the desk holds are only brought up to
-    /// date.
+    /// The batch's slots, their lots, and the bookings its retried requests may have made
+    /// already: streams the desk holds are only brought up to date. A slot never changes lots,
+    /// so when the desk holds every slot of the batch the three reads go at once; otherwise
+    /// the lots are read once the slots are known.
     async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
         let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
-        let wanted = {
-            let held = self.held.lock().expect("held streams");
-            slot_ids
-                .iter()
-                .map(|id| Held::take(&held.slots, *id))
-                .collect()
-        };
-        let slots = self.slots.load_many_from(wanted).await?;
-        let lot_ids = distinct(
-            slots
-                .iter()
-                .filter_map(|slot| slot.aggregate.info.as_ref().map(|info| info.lot_id)),
-        );
-        let wanted = {
-            let held = self.held.lock().expect("held streams");
-            lot_ids
-                .iter()
-                .map(|id| Held::take(&held.lots, *id))
-                .collect()
-        };
         let booking_ids = distinct(
             jobs.iter()
                 .filter(|job| job.ctx.may_be_retry())
                 .map(|job| job.ctx.new_id("booking")),
         );
         let booking_keys = keys(&booking_ids);
-        let (lots, made) = tokio::try_join!(
-            self.lots.load_many_from(wanted),
-            self.bookings.load_many(&booking_keys),
-        )?;
+        let (wanted, known_lots) = {
+            let held = self.held.lock().expect("held streams");
+            let wanted: Vec<_> = slot_ids
+                .iter()
+                .map(|id| Held::take(&held.slots, *id))
+                .collect();
+            let known_lots: Option<Vec<Uuid>> = wanted
+                .iter()
+                .map(|(_, slot)| Some(slot.as_ref()?.aggregate.info.as_ref()?.lot_id))
+                .collect();
+            (wanted, known_lots.map(|ids| distinct(ids.into_iter())))
+        };
+        let (slots, lot_ids, lots, made) = match known_lots {
+            Some(lot_ids) => {
+                let (slots, lots, made) = tokio::try_join!(
+                    self.slots.load_many_from(wanted),
+                    self.lots.load_many_from(self.held_lots(&lot_ids)),
+                    self.bookings.load_many(&booking_keys),
+                )?;
+                (slots, lot_ids, lots, made)
+            }
+            None => {
+                let slots = self.slots.load_many_from(wanted).await?;
+                let lot_ids = distinct(
+                    slots
+                        .iter()
+                        .filter_map(|slot| slot.aggregate.info.as_ref().map(|info| info.lot_id)),
+                );
+                let (lots, made) = tokio::try_join!(
+                    self.lots.load_many_from(self.held_lots(&lot_ids)),
+                    self.bookings.load_many(&booking_keys),
+                )?;
+                (slots, lot_ids, lots, made)
+            }
+        };
         Ok(Streams {
             slots: slot_ids.into_iter().zip(slots).collect(),
             lots: lot_ids.into_iter().zip(lots).collect(),
@@ -299,6 +313,15 @@ impl Booker {
                 .map(|(id, made)| (id, made.aggregate))
                 .collect(),
         })
+    }
+
+    /// The lots to load, with the states the desk holds of them.
+    fn held_lots(&self, lot_ids: &[Uuid]) -> Vec<(String, Option<Loaded<ParkingLot>>)> {
+        let held = self.held.lock().expect("held streams");
+        lot_ids
+            .iter()
+            .map(|id| Held::take(&held.lots, *id))
+            .collect()
     }
 
     /// After a batch was recorded: its streams as they now are in the store.
@@ -384,6 +407,9 @@ impl Booker {
             )
             .await?;
         streams.slots.insert(request.slot_id, reserved.after());
+        // A twin of this request later in the batch (a retry that overtook the idempotency
+        // layer) finds this booking made, as a retry after the batch would.
+        streams.made.insert(booking_id, created.after().aggregate);
         Ok(Decision::Record(Box::new(Recording {
             reserved,
             created,
@@ -398,22 +424,27 @@ impl Booker {
     /// After the batch was recorded (the log's head then was `head`): snapshots, positions,
     /// and every answer.
     async fn answer(&self, jobs: Vec<Job>, decisions: Vec<Decision>, head: i64) {
+        let mut recorded = Vec::new();
         for (job, decision) in jobs.into_iter().zip(decisions) {
             let outcome = match decision {
                 Decision::Record(recording) => {
-                    let Recording {
-                        reserved,
-                        created,
-                        booking,
-                    } = *recording;
-                    self.slots.recorded(reserved, head, &job.ctx).await;
-                    self.bookings.recorded(created, head, &job.ctx).await;
+                    job.ctx.settled_at(head);
+                    let booking = recording.booking.clone();
+                    recorded.push((recording, job.ctx.clone()));
                     Ok(booking)
                 }
                 Decision::Answer(outcome) => outcome,
             };
             // The client may have gone; its booking stands all the same.
             let _ = job.reply.send(outcome);
+        }
+        // Snapshots only shorten later loads: they need not delay any answer.
+        for (recording, ctx) in recorded {
+            let Recording {
+                reserved, created, ..
+            } = *recording;
+            self.slots.recorded(reserved, head, &ctx).await;
+            self.bookings.recorded(created, head, &ctx).await;
         }
     }
 }
@@ -446,11 +477,30 @@ fn first_attempt(
     })
 }
 
-fn fail_all(jobs: Vec<Job>, error: &dyn std::fmt::Display) {
-    tracing::error!(error = %error, bookings = jobs.len(), "a booking batch failed");
+/// Fails every request of a batch with its error, which each of them carries as its source
+/// (so that an outage still answers 503, not 500).
+fn fail_all(jobs: Vec<Job>, error: BoxError) {
+    tracing::warn!(error = %error, bookings = jobs.len(), "a booking batch failed");
+    let shared = BatchFailed(Arc::from(error));
     for job in jobs {
-        let failure = CommandError::Infrastructure(error.to_string().into());
+        let failure = CommandError::Infrastructure(Box::new(shared.clone()));
         let _ = job.reply.send(Err(failure));
+    }
+}
+
+/// The failure of a batch, as each of its requests sees it.
+#[derive(Debug, Clone)]
+struct BatchFailed(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BatchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the booking batch failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BatchFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
     }
 }
 

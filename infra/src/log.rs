@@ -1,13 +1,14 @@
 //! The global log: every event of every aggregate, in one commit-ordered sequence of
 //! positions (`docs/adr/0009-global-position.md`).
 //!
-//! Appends do not number their events. After committing, the appender asks the sequencer
-//! (`parking_sequence_events()`, a database function) to number everything committed and
-//! unnumbered; sequencers run one at a time, so a position is visible only once every lower
-//! one is. Readers therefore simply read `global_position > checkpoint`: no transaction that is
-//! still open can later appear below what they have read. Anything an appender that crashed
-//! left unnumbered is numbered by the next call from anyone, and [`EventLog::watch`] calls it
-//! every second.
+//! Appends number their own events (`append_all`, migration 0007): each takes the head row's
+//! lock, inserts with the next positions and commits in one statement, and the next can take
+//! the lock only once it is visible. So a position is visible only once every lower one is,
+//! and readers simply read `global_position > checkpoint`: no transaction that is still open
+//! can later appear below what they have read. Rows inserted without a position (by an older
+//! version, or by hand) are numbered by the sequencer (`parking_sequence_events()`, under the
+//! same lock), which [`EventLog::watch`] calls every second and a request calls when it finds
+//! its work done by an earlier attempt.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -60,39 +60,26 @@ pub async fn rebuild(
         .execute(&mut db)
         .await?;
 
-    // The history up to the head as it is now, read ahead on a connection of its own while
-    // the batch before is applied: numbered events never change, so this needs no transaction
-    // with the writes.
-    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-        .fetch_one(&mut db)
-        .await?;
-    let (batches, mut read) = tokio::sync::mpsc::channel(2);
-    let reader = tokio::spawn(read_ahead(
-        pool.clone(),
-        model.aggregate_type(),
-        head,
-        batches,
-    ));
+    // Rounds up to the head as it is at each round's start, until what is left for the swap
+    // (which pauses the live projection) is at most a window; the secondary indexes are
+    // built once over the loaded rows (rather than row by row), before the last round.
     let mut position = 0;
-    while let Some((batch, reached)) = read.recv().await {
-        let mut tx = db.begin().await?;
-        let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
-        model.apply_batch(&mut tx, &refs).await?;
-        tx.commit().await?;
-        position = reached;
-        progress(Progress {
-            position,
-            head,
-            events: position as u64,
-            events_per_second: position as f64 / started.elapsed().as_secs_f64(),
-        });
-    }
-    reader
-        .await
-        .map_err(|e| ProjectionError::Source(e.to_string()))??;
-    // Built once over the loaded rows rather than row by row during the replay.
-    for definition in indexes {
-        sqlx::query(&definition).execute(&mut db).await?;
+    let mut indexes = Some(indexes);
+    loop {
+        let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
+            .fetch_one(&mut db)
+            .await?;
+        // (The first round always runs, so that a small log is replayed the same way.)
+        if head - position > BATCH || (position == 0 && head > 0) {
+            position = replay(&mut db, pool, model, position, head, started, &mut progress).await?;
+            continue;
+        }
+        let Some(indexes) = indexes.take() else {
+            break;
+        };
+        for definition in indexes {
+            sqlx::query(&definition).execute(&mut db).await?;
+        }
     }
     let (position, _) = swap(&mut db, model, position).await?;
     Ok(Rebuilt {
@@ -102,17 +89,55 @@ pub async fn rebuild(
     })
 }
 
-/// Sends the model's events up to `head`, in log order, a window of [`BATCH`] positions at a
+/// Applies the log from `from` to `head` to the copies; returns `head`. Numbered events never
+/// change, so they are read ahead (`read_ahead`) outside the transactions that write them.
+async fn replay(
+    db: &mut PgConnection,
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    from: i64,
+    head: i64,
+    started: Instant,
+    progress: &mut impl FnMut(Progress),
+) -> Result<i64, ProjectionError> {
+    let (batches, mut read) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_ahead(
+        pool.clone(),
+        model.aggregate_type(),
+        from,
+        head,
+        batches,
+    ));
+    while let Some((batch, reached)) = read.recv().await {
+        let mut tx = db.begin().await?;
+        let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
+        model.apply_batch(&mut tx, &refs).await?;
+        tx.commit().await?;
+        progress(Progress {
+            position: reached,
+            head,
+            events: reached as u64,
+            events_per_second: reached as f64 / started.elapsed().as_secs_f64(),
+        });
+    }
+    reader
+        .await
+        .map_err(|e| ProjectionError::Source(e.to_string()))??;
+    Ok(head)
+}
+
+/// Sends the model's events from `from` up to `head`, in log order, a window of [`BATCH`] positions at a
 /// time, each with the position it covers. [`READERS`] windows are read at once, each on a
 /// connection and a task of its own (decoding the rows is most of the cost of reading them).
 async fn read_ahead(
     pool: PgPool,
     aggregate_type: Option<&'static str>,
+    from: i64,
     head: i64,
     batches: tokio::sync::mpsc::Sender<(Vec<parking_infra::LoggedEvent>, i64)>,
 ) -> Result<(), ProjectionError> {
     let mut windows = (0..)
-        .map(|i| (i * BATCH, ((i + 1) * BATCH).min(head)))
+        .map(|i| (from + i * BATCH, (from + (i + 1) * BATCH).min(head)))
         .take_while(|(after, _)| *after < head);
     let mut reading = std::collections::VecDeque::new();
     loop {

@@ -166,3 +166,57 @@ async fn two_nodes_booking_one_slot_at_once_lose_nothing_and_double_book_nothing
         "registration plus twenty reservations, no gaps"
     );
 }
+
+#[tokio::test]
+async fn one_request_twice_in_one_batch_makes_one_booking() {
+    use parking_commands::{BookingRequest, CommandContext, Commands, Settings};
+    use parking_domain::booking::VehicleNumber;
+    use parking_domain::time::TimeRange;
+    use parking_domain::{Actor, Role};
+
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (_, driver) = app.signed_in("user").await;
+    // Below the HTTP layer, whose idempotency keys stop most such twins first.
+    let commands = Commands::new(
+        parking_infra::EventLog::new(app.db.clone()),
+        std::sync::Arc::new(parking_infra::clock::SystemClock),
+        Settings {
+            bcrypt_cost: 4,
+            booking_policy: Default::default(),
+        },
+    );
+    let actor = Actor {
+        user_id: driver,
+        role: Role::User,
+    };
+    let attempt = |request_id: &str| {
+        let mut ctx =
+            CommandContext::for_request(Some(actor), request_id.into(), chrono::Utc::now());
+        ctx.idempotency_key = Some("the-same-key".into());
+        let request = BookingRequest {
+            slot_id: fx.slot_id,
+            range: TimeRange::new(hours_from_now(1), hours_from_now(2)).unwrap(),
+            vehicle_number: VehicleNumber::parse("AB-123-CD").unwrap(),
+        };
+        (ctx, request)
+    };
+    let ((first_ctx, first), (second_ctx, second)) = (attempt("first"), attempt("second"));
+    // Queued together: both are decided in the desk's first batch.
+    let (first, second) = tokio::join!(
+        commands.book(&first_ctx, first),
+        commands.book(&second_ctx, second)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.booking_id, second.booking_id);
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'BookingCreated'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(created, 1);
+    for ctx in [&first_ctx, &second_ctx] {
+        let position = commands.settle(ctx).await.unwrap();
+        assert!(position > 0, "each answer covers the booking");
+    }
+}

@@ -1,6 +1,6 @@
 //! Health, unknown routes, request ids, and the OpenAPI document.
 
-use parking_tests::spawn_app;
+use parking_tests::{hours_from_now, spawn_app};
 use reqwest::StatusCode;
 use std::collections::BTreeSet;
 
@@ -242,6 +242,8 @@ async fn errors_made_by_the_framework_are_problem_json_too() {
 async fn a_database_outage_answers_503_and_the_service_recovers() {
     let app = spawn_app().await;
     let (token, _) = app.signed_in("parking_owner").await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
     // Close this test's database to connections and cut the app's existing ones.
     let db_name = app.database_url.rsplit('/').next().unwrap().to_owned();
     let admin = sqlx::PgPool::connect(&format!("{}/postgres", parking_tests::server_url()))
@@ -258,6 +260,10 @@ async fn a_database_outage_answers_503_and_the_service_recovers() {
     let write = app.post("/api/v1/lots", Some(&token), app.lot_body()).await;
     write.assert_problem(503, "service_unavailable");
     assert_eq!(write.headers["retry-after"], "5");
+    // A booking fails with its whole batch, and still says why.
+    app.book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
+        .await
+        .assert_problem(503, "service_unavailable");
     app.get("/api/v1/lots", None)
         .await
         .assert_problem(503, "service_unavailable");
@@ -287,5 +293,9 @@ async fn a_database_outage_answers_503_and_the_service_recovers() {
             .fetch_one(&app.db)
             .await
             .unwrap();
-    assert_eq!(lots, 1, "the refused write recorded nothing");
+    assert_eq!(lots, 2, "the refused write recorded nothing");
+    let booked = app
+        .book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
+        .await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
 }
