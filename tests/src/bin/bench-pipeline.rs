@@ -72,7 +72,7 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
 fn main() -> anyhow::Result<()> {
     // Per-request logs would measure the terminal. Set before any thread exists.
     if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "error");
+        std::env::set_var("RUST_LOG", "error,librdkafka=off,rdkafka=off");
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
