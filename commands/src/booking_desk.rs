@@ -2,12 +2,13 @@
 //!
 //! A booking alone is a few round trips (load its slot, its lot, append) and one synchronous
 //! commit, and under load those dominate its cost, not the deciding. So requests queue at the
-//! desk, and a worker takes everything queued at once: it loads the batch's slots in one query
-//! and their lots (and, for retried requests, what their first attempt made) in one more,
-//! decides each booking in arrival order on its slot as the batch's earlier bookings leave it,
-//! and appends every event of the batch in one statement, numbered in the log: one commit for
-//! all. While it works
-//! the next batch queues: group commit at the application level.
+//! desk, and a worker takes everything queued at once: it reads the batch's slots, their lots
+//! and, for retried requests, what their first attempt made (all at once when it already holds
+//! the slots), decides each booking in arrival order on its slot as the batch's earlier
+//! bookings leave it, and appends every event of the batch in one statement, numbered in the
+//! log: one commit for all. While it works the next batch queues: group commit at the
+//! application level. It holds the slots and lots it recorded, so the next batch reads only
+//! what was appended to them since.
 //!
 //! Answers are given only once the batch is recorded, so nobody is answered from a state that
 //! never became history. When a stream moved under the batch (another node, a cancellation),
