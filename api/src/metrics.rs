@@ -40,6 +40,9 @@ pub struct Metrics {
     db_idle: Gauge,
     log_head: Gauge,
     consumer_lag: Family<ConsumerLabels, Gauge>,
+    booking_batches: Counter,
+    booking_requests: Counter,
+    booking_redecided: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +87,23 @@ impl Default for Metrics {
             "Events of the log a projection or the relay has yet to process",
             consumer_lag.clone(),
         );
+        let (booking_batches, booking_requests, booking_redecided) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "booking_batches",
+            "Batches the booking desk decided and recorded together",
+            booking_batches.clone(),
+        );
+        registry.register(
+            "booking_batched_requests",
+            "Booking requests in those batches (divided by the batches: the mean batch size)",
+            booking_requests.clone(),
+        );
+        registry.register(
+            "booking_batch_redecisions",
+            "Times a booking batch was decided again because a slot's stream moved under it",
+            booking_redecided.clone(),
+        );
         Self {
             registry,
             requests,
@@ -92,6 +112,9 @@ impl Default for Metrics {
             db_idle,
             log_head,
             consumer_lag,
+            booking_batches,
+            booking_requests,
+            booking_redecided,
         }
     }
 }
@@ -141,6 +164,15 @@ pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
                 })
                 .set(consumer.lag);
         }
+    }
+    // The desk counts on its own; the counters catch up with it.
+    let desk = state.commands.booking_desk();
+    for (counter, total) in [
+        (&m.booking_batches, desk.batches),
+        (&m.booking_requests, desk.bookings),
+        (&m.booking_redecided, desk.redecided),
+    ] {
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
     let mut text = String::new();
     encode(&mut text, &m.registry).map_err(|e| ApiError::internal(e.to_string()))?;

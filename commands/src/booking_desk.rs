@@ -19,6 +19,7 @@
 //! runs in a task of its own, which a client going away cannot cut short between its steps.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cqrs_es::persist::SerializedEvent;
@@ -78,9 +79,20 @@ impl BookingDesk {
                 bookings,
                 policy,
                 held: Mutex::default(),
+                stats: Counters::default(),
             }),
             runtime: Handle::try_current().ok(),
             queue: OnceLock::new(),
+        }
+    }
+
+    /// What the desk has done since the process started.
+    pub(crate) fn stats(&self) -> DeskStats {
+        let counters = &self.booker.stats;
+        DeskStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            bookings: counters.bookings.load(Ordering::Relaxed),
+            redecided: counters.redecided.load(Ordering::Relaxed),
         }
     }
 
@@ -134,6 +146,25 @@ struct Booker {
     /// what was appended to them since (`Bus::load_many_from`). Only states that are history
     /// are kept, so a stale one is merely brought up to date.
     held: Mutex<Held>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    bookings: AtomicU64,
+    redecided: AtomicU64,
+}
+
+/// What the booking desk has done since the process started (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeskStats {
+    /// Batches taken from the queue.
+    pub batches: u64,
+    /// Booking requests in them: divided by `batches`, the mean batch size.
+    pub bookings: u64,
+    /// Times a batch was decided again because a stream moved under it.
+    pub redecided: u64,
 }
 
 /// Streams the desk holds between batches. Bounded: when full, it starts again empty.
@@ -210,13 +241,17 @@ impl Booker {
             // A task per batch: a bug that panics fails that batch's requests (their answers
             // are dropped: 500), not the desk.
             if let Err(e) = tokio::spawn(async move { booker.run(batch).await }).await {
-                tracing::error!(error = %e, "a booking batch failed");
+                tracing::error!(error = %e, "a booking batch panicked");
             }
         }
     }
 
     /// Decides and records `jobs` together, and answers each of them.
     async fn run(&self, jobs: Vec<Job>) {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bookings
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         for attempt in 1..=MAX_ATTEMPTS {
             let mut streams = match self.load(&jobs).await {
                 Ok(streams) => streams,
@@ -242,6 +277,7 @@ impl Booker {
                 }
                 Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, "a batch lost a concurrent append; deciding again");
+                    self.stats.redecided.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(AppendError::Conflict) => break,

@@ -18,6 +18,7 @@ mod lots;
 mod service;
 mod users;
 
+pub use booking_desk::DeskStats;
 pub use bookings::{BookingRequest, CreatedBooking};
 pub use bus::Bus;
 pub use context::{CommandContext, PositionCell};

@@ -108,6 +108,11 @@ impl Commands {
         Ok(ctx.position())
     }
 
+    /// What the booking desk has done since the process started.
+    pub fn booking_desk(&self) -> crate::DeskStats {
+        self.desk.stats()
+    }
+
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
     }

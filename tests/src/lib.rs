@@ -453,6 +453,20 @@ impl TestApp {
         self.post("/api/v1/bookings", Some(token), body).await
     }
 
+    /// Books `slot_id` for the hour starting `hour` hours from now; the booking must be made.
+    pub async fn booked_hour(&self, token: &str, slot_id: Uuid, hour: i64) -> Reply {
+        let booked = self
+            .book(
+                token,
+                slot_id,
+                hours_from_now(hour),
+                hours_from_now(hour + 1),
+            )
+            .await;
+        assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+        booked
+    }
+
     /// Rows of the event store, in (aggregate_type, event_type) pairs, oldest first per stream.
     pub async fn event_types(&self) -> Vec<(String, String)> {
         sqlx::query_as("SELECT aggregate_type, event_type FROM events ORDER BY recorded_at, aggregate_id, sequence")

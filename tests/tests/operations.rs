@@ -156,6 +156,43 @@ async fn the_api_reference_page_is_served_with_its_assets() {
 }
 
 #[tokio::test]
+async fn metrics_count_the_booking_desks_batches() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    let metric = |text: &str, name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let scrape = || async {
+        let url = format!("{}/metrics", app.address);
+        app.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert_eq!(metric(&scrape().await, "parking_booking_batches_total"), 0);
+
+    for hour in 1..=3 {
+        app.booked_hour(&driver, fx.slot_id, hour).await;
+    }
+    let text = scrape().await;
+    // One after the other: three batches of one.
+    assert_eq!(metric(&text, "parking_booking_batches_total"), 3);
+    assert_eq!(metric(&text, "parking_booking_batched_requests_total"), 3);
+    assert_eq!(metric(&text, "parking_booking_batch_redecisions_total"), 0);
+    // Counters only move forward between scrapes.
+    assert_eq!(metric(&scrape().await, "parking_booking_batches_total"), 3);
+}
+
+#[tokio::test]
 async fn metrics_count_requests_by_route_pattern() {
     let app = spawn_app().await;
     let asked: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
