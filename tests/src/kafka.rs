@@ -110,6 +110,17 @@ pub struct Received {
 /// Reads every event topic from the beginning until `expected` messages arrived (or `within`
 /// passed), in each partition's order.
 pub async fn read_all(brokers: &str, expected: usize, within: Duration) -> Vec<Received> {
+    read(brokers, expected, within, Duration::ZERO).await
+}
+
+/// [`read_all`], then two more seconds of reading: whatever more there is on the topics
+/// (duplicates) is in the result too. However slow the broker, the wait for the expected
+/// messages does not eat into the wait for extra ones.
+pub async fn read_exactly(brokers: &str, expected: usize, within: Duration) -> Vec<Received> {
+    read(brokers, expected, within, Duration::from_secs(2)).await
+}
+
+async fn read(brokers: &str, expected: usize, within: Duration, more: Duration) -> Vec<Received> {
     let brokers = brokers.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -132,9 +143,21 @@ pub async fn read_all(brokers: &str, expected: usize, within: Duration) -> Vec<R
             }
         }
         consumer.assign(&assignment).expect("assign");
-        let deadline = Instant::now() + within;
+        let mut deadline = Instant::now() + within;
+        let mut looking_further = false;
         let mut received = Vec::new();
-        while received.len() < expected && Instant::now() < deadline {
+        loop {
+            if received.len() >= expected && !looking_further {
+                if more.is_zero() {
+                    break;
+                }
+                // Everything expected is here: look `more` longer for anything beyond.
+                looking_further = true;
+                deadline = Instant::now() + more;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
             let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
