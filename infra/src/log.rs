@@ -86,6 +86,15 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+/// The select list and table of a [`LoggedEvent`], for the queries below.
+macro_rules! select_logged_events {
+    () => {
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata, recorded_at
+           FROM events"
+    };
+}
+
 /// The events after `position`, in order, at most `limit`, read on `db` (so a consumer can read
 /// and record its progress in one transaction).
 pub async fn read_after(
@@ -93,14 +102,10 @@ pub async fn read_after(
     position: i64,
     limit: i64,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, recorded_at
-           FROM events
-          WHERE global_position > $1
-          ORDER BY global_position
-          LIMIT $2",
-    )
+    sqlx::query_as(concat!(
+        select_logged_events!(),
+        " WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+    ))
     .bind(position)
     .bind(limit)
     .fetch_all(db)
@@ -115,14 +120,12 @@ pub async fn read_between(
     after: i64,
     up_to: i64,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, recorded_at
-           FROM events
-          WHERE global_position > $1 AND global_position <= $2
-            AND ($3::text IS NULL OR aggregate_type = $3)
-          ORDER BY global_position",
-    )
+    sqlx::query_as(concat!(
+        select_logged_events!(),
+        " WHERE global_position > $1 AND global_position <= $2
+                AND ($3::text IS NULL OR aggregate_type = $3)
+              ORDER BY global_position"
+    ))
     .bind(after)
     .bind(up_to)
     .bind(aggregate_type)
@@ -181,7 +184,7 @@ impl EventLog {
         let head: i64 = sqlx::query_scalar("SELECT parking_sequence_events()")
             .fetch_one(&self.pool)
             .await?;
-        self.advance(head);
+        self.observed(head);
         batching.served.fetch_max(serving, Ordering::SeqCst);
         Ok(head)
     }
@@ -196,13 +199,9 @@ impl EventLog {
         self.head.subscribe()
     }
 
-    /// Tells this process that the log reached `head` (an append returned it), so that its
-    /// projectors look at once instead of waiting for the notification.
+    /// Tells this process that the log reached `head` (a sequencer run, a notification, or an
+    /// append that returned it), so that its projectors look at once.
     pub fn observed(&self, head: i64) {
-        self.advance(head);
-    }
-
-    fn advance(&self, head: i64) {
         self.head.send_if_modified(|known| {
             let moved = head > *known;
             if moved {
@@ -238,7 +237,7 @@ impl EventLog {
             match tokio::time::timeout(SWEEP_INTERVAL, listener.try_recv()).await {
                 Ok(Ok(Some(notification))) => {
                     if let Ok(head) = notification.payload().parse() {
-                        self.advance(head);
+                        self.observed(head);
                     }
                 }
                 // The connection dropped: notifications may have been lost.

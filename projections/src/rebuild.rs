@@ -81,7 +81,7 @@ pub async fn rebuild(
             sqlx::query(&definition).execute(&mut db).await?;
         }
     }
-    let (position, _) = swap(&mut db, model, position).await?;
+    let position = swap(&mut db, model, position).await?;
     Ok(Rebuilt {
         position,
         events: position as u64,
@@ -221,12 +221,12 @@ async fn prepare(db: &mut PgConnection, model: &dyn ReadModel) -> Result<Vec<Str
 }
 
 /// Pauses the live projection, applies what the replay has not seen yet, and replaces the live
-/// tables by the rebuilt ones. Returns the position reached and the events applied here.
+/// tables by the rebuilt ones. Returns the position reached.
 async fn swap(
     db: &mut PgConnection,
     model: &dyn ReadModel,
     mut position: i64,
-) -> Result<(i64, u64), ProjectionError> {
+) -> Result<i64, ProjectionError> {
     let schema = schema(model);
     let checkpoint = consumer(model.name());
     let mut tx = db.begin().await?;
@@ -240,7 +240,6 @@ async fn swap(
         .bind(&checkpoint)
         .execute(&mut *tx)
         .await?;
-    let mut tail = 0;
     loop {
         let batch = read_after(&mut tx, position, BATCH).await?;
         let Some(last) = batch.last().map(|e| e.global_position) else {
@@ -248,7 +247,6 @@ async fn swap(
         };
         let refs: Vec<&parking_infra::LoggedEvent> = batch.iter().collect();
         model.apply_batch(&mut tx, &refs).await?;
-        tail += batch.len() as u64;
         position = last;
     }
 
@@ -299,5 +297,5 @@ async fn swap(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((position, tail))
+    Ok(position)
 }
