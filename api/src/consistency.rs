@@ -2,8 +2,8 @@
 //!
 //! Commands are recorded in the event store; the read models follow the global log a few
 //! milliseconds later. A write answers with `X-Event-Position`, the log position covering
-//! what it recorded (its own body already shows its effects: the handler waits for them). A
-//! read that sends `X-Min-Position` is answered only once every read model has reached that
+//! what it recorded. Bookings answer as soon as they are recorded, with what was decided; the
+//! other writes wait for the read models first (ADR 0014). A read that sends `X-Min-Position` is answered only once every read model has reached that
 //! position, waiting at most `READ_WAIT_MS`; after that it gets 503 `read_model_lagging`
 //! with `Retry-After`.
 //!

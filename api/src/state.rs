@@ -41,6 +41,12 @@ impl AppState {
         ctx.with_position_cell(meta.written.clone())
     }
 
+    /// Makes sure what `ctx`'s commands wrote is numbered in the log, so that the answer can
+    /// carry its position (`X-Event-Position`).
+    pub async fn recorded(&self, ctx: &CommandContext) -> Result<i64, crate::error::ApiError> {
+        Ok(self.commands.settle(ctx).await?)
+    }
+
     /// Waits until the read models show what `ctx`'s commands wrote, so that the answer of a
     /// write can be read from them.
     pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), crate::error::ApiError> {

@@ -2,18 +2,18 @@
 //!
 //! A booking alone is a few round trips (load its slot, its lot, append) and one synchronous
 //! commit, and under load those dominate its cost, not the deciding. So requests queue at the
-//! desk, and a worker takes everything queued at once: it reads the batch's slots, their lots
-//! and, for retried requests, what their first attempt made (all at once when it already holds
-//! the slots), decides each booking in arrival order on its slot as the batch's earlier
+//! desk, and a worker takes everything queued at once: it reads the batch's slots and lots it
+//! does not hold and, for retried requests, what their first attempt made, decides each booking in arrival order on its slot as the batch's earlier
 //! bookings leave it, and appends every event of the batch in one statement, numbered in the
 //! log: one commit for all. While it works the next batch queues: group commit at the
-//! application level. It holds the slots and lots it recorded, so the next batch reads only
-//! what was appended to them since.
+//! application level. It holds the slots and lots it recorded and decides the next batch on
+//! them without reading them again; the append checks that none of the streams the batch
+//! decided on has moved (migration 0008), so in the steady state a batch is one round trip.
 //!
 //! Answers are given only once the batch is recorded, so nobody is answered from a state that
 //! never became history. When a stream moved under the batch (another node, a cancellation),
-//! the append records nothing and the whole batch is decided again on the streams as they are
-//! now, like a single command's retry.
+//! the append records nothing, the desk lets go of the batch's streams and the whole batch is
+//! decided again on the streams as they are now, like a single command's retry.
 //!
 //! One worker per process, so two batches of one process never race for a slot; each batch
 //! runs in a task of its own, which a client going away cannot cut short between its steps.
@@ -28,7 +28,7 @@ use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy}
 use parking_domain::lot::ParkingLot;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::{Actor, Violation};
-use parking_infra::event_store::{append_all, AppendError, Pending};
+use parking_infra::event_store::{append_checked, AppendError, Pending, Seen};
 use parking_infra::EventLog;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -142,9 +142,9 @@ struct Booker {
     lots: Bus<ParkingLot>,
     bookings: Bus<Booking>,
     policy: BookingPolicy,
-    /// Slots and lots as the last batches left them, as recorded: the next batch only reads
-    /// what was appended to them since (`Bus::load_many_from`). Only states that are history
-    /// are kept, so a stale one is merely brought up to date.
+    /// Slots and lots as the last batches left them, as recorded: the next batch decides on
+    /// them unread, and its append checks that they have not moved. Only states that are
+    /// history are kept, so a stale one costs a batch one more attempt, never a wrong answer.
     held: Mutex<Held>,
     stats: Counters,
 }
@@ -178,11 +178,24 @@ struct Held {
 const HELD_STREAMS: usize = 4096;
 
 impl Held {
-    fn take<A: Aggregate + Clone>(
+    /// Copies of those of `ids` that are held.
+    fn take_all<A: Aggregate + Clone>(
         held: &HashMap<Uuid, Loaded<A>>,
-        id: Uuid,
-    ) -> (String, Option<Loaded<A>>) {
-        (id.to_string(), held.get(&id).map(copy))
+        ids: &[Uuid],
+    ) -> HashMap<Uuid, Loaded<A>> {
+        ids.iter()
+            .filter_map(|id| Some((*id, copy(held.get(id)?))))
+            .collect()
+    }
+
+    /// Lets go of streams that moved under a batch, so that its next attempt reads them.
+    fn drop_all<A: Aggregate>(
+        held: &mut HashMap<Uuid, Loaded<A>>,
+        ids: impl Iterator<Item = Uuid>,
+    ) {
+        for id in ids {
+            held.remove(&id);
+        }
     }
 
     fn keep<A: Aggregate>(held: &mut HashMap<Uuid, Loaded<A>>, streams: HashMap<Uuid, Loaded<A>>) {
@@ -201,6 +214,8 @@ struct Streams {
     /// For requests that may be retries: the booking their first attempt made, if any, or an
     /// earlier request of the batch with the same key.
     made: HashMap<Uuid, Booking>,
+    /// Every slot and lot as loaded (read or held), for the append to check.
+    seen: Vec<Seen>,
 }
 
 /// How one job of a batch came out.
@@ -235,19 +250,27 @@ impl Booker {
     /// Takes everything queued, up to a batch, as soon as the previous batch is answered.
     async fn serve(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Job>) {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
+        let mut batches = tokio::task::JoinSet::new();
         while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
             tracing::debug!(bookings = jobs.len(), "booking batch");
             let (booker, batch) = (self.clone(), std::mem::take(&mut jobs));
             // A task per batch: a bug that panics fails that batch's requests (their answers
-            // are dropped: 500), not the desk.
-            if let Err(e) = tokio::spawn(async move { booker.run(batch).await }).await {
-                tracing::error!(error = %e, "a booking batch panicked");
+            // are dropped: 500), not the desk. The next batch starts once this one is
+            // answered; its snapshots are written meanwhile.
+            let (answered, batch_answered) = oneshot::channel();
+            batches.spawn(async move { booker.run(batch, answered).await });
+            let _ = batch_answered.await;
+            while let Some(finished) = batches.try_join_next() {
+                if let Err(e) = finished {
+                    tracing::error!(error = %e, "a booking batch panicked");
+                }
             }
         }
     }
 
     /// Decides and records `jobs` together, and answers each of them.
-    async fn run(&self, jobs: Vec<Job>) {
+    /// Says so on `answered` as soon as every job has its answer (or, failing, when it returns).
+    async fn run(&self, jobs: Vec<Job>, answered: oneshot::Sender<()>) {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bookings
@@ -264,19 +287,17 @@ impl Booker {
             }
             let events: Vec<&SerializedEvent> =
                 decisions.iter().flat_map(Decision::events).collect();
-            let appended = if events.is_empty() {
-                Ok(0)
-            } else {
-                append_all(self.log.pool(), events).await
-            };
+            // Even a batch that records nothing checks the streams it was refused on.
+            let appended = append_checked(self.log.pool(), events, &streams.seen).await;
             match appended {
                 Ok(head) => {
                     self.log.observed(head);
                     self.hold(streams);
-                    return self.answer(jobs, decisions, head).await;
+                    return self.answer(jobs, decisions, head, answered).await;
                 }
                 Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, "a batch lost a concurrent append; deciding again");
+                    tracing::debug!(attempt, "a batch's streams moved; deciding again");
+                    self.let_go(&streams);
                     self.stats.redecided.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -294,9 +315,9 @@ impl Booker {
     }
 
     /// The batch's slots, their lots, and the bookings its retried requests may have made
-    /// already: streams the desk holds are only brought up to date. A slot never changes lots,
-    /// so when the desk holds every slot of the batch the three reads go at once; otherwise
-    /// the lots are read once the slots are known.
+    /// already. Streams the desk holds are taken as it holds them, unread: the append checks
+    /// that they have not moved (`Streams::seen`). The rest are read, at once where they can
+    /// be (a slot never changes lots, so the lots of held slots are known before any read).
     async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
         let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
         let booking_ids = distinct(
@@ -305,60 +326,61 @@ impl Booker {
                 .map(|job| job.ctx.new_id("booking")),
         );
         let booking_keys = keys(&booking_ids);
-        let (wanted, known_lots) = {
+        let (mut slots, mut lots) = {
             let held = self.held.lock().expect("held streams");
-            let wanted: Vec<_> = slot_ids
-                .iter()
-                .map(|id| Held::take(&held.slots, *id))
-                .collect();
-            let known_lots: Option<Vec<Uuid>> = wanted
-                .iter()
-                .map(|(_, slot)| Some(slot.as_ref()?.aggregate.info.as_ref()?.lot_id))
-                .collect();
-            (wanted, known_lots.map(|ids| distinct(ids.into_iter())))
+            let slots = Held::take_all(&held.slots, &slot_ids);
+            let lot_ids = distinct(slots.values().filter_map(lot_of));
+            (slots, Held::take_all(&held.lots, &lot_ids))
         };
-        let (slots, lot_ids, lots, made) = match known_lots {
-            Some(lot_ids) => {
-                let (slots, lots, made) = tokio::try_join!(
-                    self.slots.load_many_from(wanted),
-                    self.lots.load_many_from(self.held_lots(&lot_ids)),
-                    self.bookings.load_many(&booking_keys),
-                )?;
-                (slots, lot_ids, lots, made)
-            }
-            None => {
-                let slots = self.slots.load_many_from(wanted).await?;
-                let lot_ids = distinct(
-                    slots
-                        .iter()
-                        .filter_map(|slot| slot.aggregate.info.as_ref().map(|info| info.lot_id)),
-                );
-                let (lots, made) = tokio::try_join!(
-                    self.lots.load_many_from(self.held_lots(&lot_ids)),
-                    self.bookings.load_many(&booking_keys),
-                )?;
-                (slots, lot_ids, lots, made)
-            }
+        let unheld_slots: Vec<Uuid> = slot_ids
+            .iter()
+            .filter(|id| !slots.contains_key(id))
+            .copied()
+            .collect();
+        let made = if unheld_slots.is_empty() {
+            let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
+            let lot_keys = keys(&unheld_lots);
+            let (read_lots, made) = tokio::try_join!(
+                self.lots.load_many(&lot_keys),
+                self.bookings.load_many(&booking_keys),
+            )?;
+            lots.extend(unheld_lots.into_iter().zip(read_lots));
+            made
+        } else {
+            let slot_keys = keys(&unheld_slots);
+            let (read_slots, made) = tokio::try_join!(
+                self.slots.load_many(&slot_keys),
+                self.bookings.load_many(&booking_keys),
+            )?;
+            slots.extend(unheld_slots.into_iter().zip(read_slots));
+            let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
+            let read_lots = self.lots.load_many(&keys(&unheld_lots)).await?;
+            lots.extend(unheld_lots.into_iter().zip(read_lots));
+            made
         };
+        let seen = slots
+            .iter()
+            .map(|(id, slot)| seen::<Slot>(id, slot))
+            .chain(lots.iter().map(|(id, lot)| seen::<ParkingLot>(id, lot)))
+            .collect();
         Ok(Streams {
-            slots: slot_ids.into_iter().zip(slots).collect(),
-            lots: lot_ids.into_iter().zip(lots).collect(),
+            slots,
+            lots,
             made: booking_ids
                 .into_iter()
                 .zip(made)
                 .filter(|(_, made)| made.current_sequence > 0)
                 .map(|(id, made)| (id, made.aggregate))
                 .collect(),
+            seen,
         })
     }
 
-    /// The lots to load, with the states the desk holds of them.
-    fn held_lots(&self, lot_ids: &[Uuid]) -> Vec<(String, Option<Loaded<ParkingLot>>)> {
-        let held = self.held.lock().expect("held streams");
-        lot_ids
-            .iter()
-            .map(|id| Held::take(&held.lots, *id))
-            .collect()
+    /// After a batch found its streams moved: they are read again.
+    fn let_go(&self, streams: &Streams) {
+        let mut held = self.held.lock().expect("held streams");
+        Held::drop_all(&mut held.slots, streams.slots.keys().copied());
+        Held::drop_all(&mut held.lots, streams.lots.keys().copied());
     }
 
     /// After a batch was recorded: its streams as they now are in the store.
@@ -431,7 +453,7 @@ impl Booker {
             slot_id: request.slot_id,
             range: request.range,
             vehicle_number: request.vehicle_number.clone(),
-            price: price.clone(),
+            price,
             hold_until,
             now: ctx.now,
         };
@@ -446,21 +468,30 @@ impl Booker {
         streams.slots.insert(request.slot_id, reserved.after());
         // A twin of this request later in the batch (a retry that overtook the idempotency
         // layer) finds this booking made, as a retry after the batch would.
-        streams.made.insert(booking_id, created.after().aggregate);
+        let made = created.after().aggregate;
+        let booking = CreatedBooking {
+            booking_id,
+            booking: made.state.clone().ok_or_else(|| {
+                CommandError::Infrastructure("a booking decided without its creation".into())
+            })?,
+        };
+        streams.made.insert(booking_id, made);
         Ok(Decision::Record(Box::new(Recording {
             reserved,
             created,
-            booking: CreatedBooking {
-                booking_id,
-                price,
-                hold_until,
-            },
+            booking,
         })))
     }
 
     /// After the batch was recorded (the log's head then was `head`): snapshots, positions,
     /// and every answer.
-    async fn answer(&self, jobs: Vec<Job>, decisions: Vec<Decision>, head: i64) {
+    async fn answer(
+        &self,
+        jobs: Vec<Job>,
+        decisions: Vec<Decision>,
+        head: i64,
+        answered: oneshot::Sender<()>,
+    ) {
         let mut recorded = Vec::new();
         for (job, decision) in jobs.into_iter().zip(decisions) {
             let outcome = match decision {
@@ -475,7 +506,8 @@ impl Booker {
             // The client may have gone; its booking stands all the same.
             let _ = job.reply.send(outcome);
         }
-        // Snapshots only shorten later loads: they need not delay any answer.
+        let _ = answered.send(());
+        // Snapshots only shorten later loads: they delay neither an answer nor the next batch.
         for (recording, ctx) in recorded {
             let Recording {
                 reserved, created, ..
@@ -509,8 +541,7 @@ fn first_attempt(
     job.ctx.mark_unsettled();
     Ok(CreatedBooking {
         booking_id,
-        price: made.price.clone(),
-        hold_until: made.hold_until,
+        booking: made.clone(),
     })
 }
 
@@ -544,6 +575,28 @@ impl std::error::Error for BatchFailed {
 fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
     let mut seen = std::collections::HashSet::new();
     ids.filter(|id| seen.insert(*id)).collect()
+}
+
+/// The lot a slot belongs to.
+fn lot_of(slot: &Loaded<Slot>) -> Option<Uuid> {
+    slot.aggregate.info.as_ref().map(|info| info.lot_id)
+}
+
+/// Those of `ids` not in `have`, once each.
+fn unheld<A: Aggregate>(
+    have: &HashMap<Uuid, Loaded<A>>,
+    ids: impl Iterator<Item = Uuid>,
+) -> Vec<Uuid> {
+    distinct(ids.filter(|id| !have.contains_key(id)))
+}
+
+/// A stream as a batch decided on it.
+fn seen<A: Aggregate>(id: &Uuid, loaded: &Loaded<A>) -> Seen {
+    Seen {
+        aggregate_type: A::TYPE,
+        aggregate_id: id.to_string(),
+        sequence: loaded.current_sequence as i64,
+    }
 }
 
 fn keys(ids: &[Uuid]) -> Vec<String> {

@@ -7,11 +7,10 @@
 //! is re-driven by the client's retry, and an unpaid reservation stops blocking its slot by
 //! itself when its hold lapses.
 
-use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use parking_domain::booking::{
-    Booking, BookingCommand, BookingError, BookingStatus, VehicleNumber,
+    Booking, BookingCommand, BookingError, BookingState, BookingStatus, VehicleNumber,
 };
-use parking_domain::money::Money;
 use parking_domain::slot::SlotCommand;
 use parking_domain::time::TimeRange;
 use uuid::Uuid;
@@ -26,11 +25,11 @@ pub struct BookingRequest {
     pub vehicle_number: VehicleNumber,
 }
 
+/// A booking as its request decided it (or as the request's first attempt made it).
 #[derive(Debug, Clone)]
 pub struct CreatedBooking {
     pub booking_id: Uuid,
-    pub price: Money,
-    pub hold_until: DateTime<Utc>,
+    pub booking: BookingState,
 }
 
 impl Commands {
@@ -50,20 +49,20 @@ impl Commands {
         self.desk.book(ctx, driver, request).await
     }
 
-    /// Cancels a booking and frees its slot. Cancelling an already cancelled booking answers
-    /// the conflict but first re-drives the release, so a release lost to a crash is repaired
-    /// by the client's retry.
+    /// Cancels a booking and frees its slot; returns the booking as cancelled. Cancelling an
+    /// already cancelled booking answers the conflict but first re-drives the release, so a
+    /// release lost to a crash is repaired by the client's retry.
     #[tracing::instrument(skip_all, fields(%booking_id))]
     pub async fn cancel_booking(
         &self,
         ctx: &CommandContext,
         booking_id: Uuid,
         reason: Option<String>,
-    ) -> Result<(), CommandError> {
+    ) -> Result<BookingState, CommandError> {
         let actor = actor(ctx)?;
         let key = booking_id.to_string();
-        let booking: Booking = self.bookings.load(&key).await?;
-        let state = booking.state.ok_or(BookingError::NotFound)?;
+        let mut booking: Booking = self.bookings.load(&key).await?;
+        let state = booking.state.clone().ok_or(BookingError::NotFound)?;
         match self
             .bookings
             .execute(&key, BookingCommand::Cancel { actor, reason }, ctx)
@@ -74,7 +73,12 @@ impl Commands {
                     .last()
                     .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
                 self.release(&step_ctx, state.slot_id, booking_id).await;
-                Ok(())
+                for event in cancelled {
+                    booking.apply(event.payload);
+                }
+                booking.state.ok_or_else(|| {
+                    CommandError::Infrastructure("a cancelled booking without its creation".into())
+                })
             }
             Err(e) => {
                 // Only a booking already cancelled has a release to repair; an active one keeps its slot.

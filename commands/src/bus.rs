@@ -73,18 +73,6 @@ where
         self.store.load_many(ids).await.map_err(from_aggregate)
     }
 
-    /// [`Bus::load_many`], bringing the aggregates the caller holds up to date instead of
-    /// loading them again (`PgEventStore::load_many_from`).
-    pub async fn load_many_from(
-        &self,
-        wanted: Vec<(String, Option<Loaded<A>>)>,
-    ) -> Result<Vec<Loaded<A>>, CommandError> {
-        self.store
-            .load_many_from(wanted)
-            .await
-            .map_err(from_aggregate)
-    }
-
     /// Whether `command` would be accepted now, without recording anything.
     pub async fn check(&self, aggregate_id: &str, command: A::Command) -> Result<(), CommandError> {
         let mut aggregate = self.load(aggregate_id).await?;

@@ -450,13 +450,32 @@ impl AppendError {
 }
 
 /// Appends events of any streams in one statement, numbered in the global log in the order
-/// given (`parking_append_events`, migration 0007): atomic without an explicit transaction (one
+/// given (`parking_append_events`, migrations 0007 and 0008): atomic without an explicit transaction (one
 /// round trip instead of postgres-es's `BEGIN`, an `INSERT` per event, `COMMIT`), so the events
 /// of several aggregates are recorded together or not at all. The same rows as postgres-es
 /// writes, plus their position. Returns the log's head after them, which covers them.
 pub async fn append_all<'a>(
     pool: &PgPool,
     events: impl IntoIterator<Item = &'a SerializedEvent>,
+) -> Result<i64, AppendError> {
+    append_checked(pool, events, &[]).await
+}
+
+/// A stream as a decision saw it: `sequence` is the last event it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+}
+
+/// [`append_all`], recording nothing unless every stream in `seen` is still where the decision
+/// saw it (migration 0008): a stream that has moved since is a [`AppendError::Conflict`], as a
+/// lost race on a written stream is. With no events, only checks; returns the head either way.
+pub async fn append_checked<'a>(
+    pool: &PgPool,
+    events: impl IntoIterator<Item = &'a SerializedEvent>,
+    seen: &[Seen],
 ) -> Result<i64, AppendError> {
     let text = |value: &serde_json::Value| value.to_string();
     let events: Vec<&SerializedEvent> = events.into_iter().collect();
@@ -467,9 +486,12 @@ pub async fn append_all<'a>(
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
     let payloads: Vec<String> = events.iter().map(|e| text(&e.payload)).collect();
     let metadata: Vec<String> = events.iter().map(|e| text(&e.metadata)).collect();
+    let read_kinds: Vec<&str> = seen.iter().map(|s| s.aggregate_type).collect();
+    let read_ids: Vec<&str> = seen.iter().map(|s| s.aggregate_id.as_str()).collect();
+    let read_sequences: Vec<i64> = seen.iter().map(|s| s.sequence).collect();
     let appended = sqlx::query_scalar(
         "SELECT parking_append_events($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[])",
+                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])",
     )
     .bind(&kinds)
     .bind(&ids)
@@ -478,6 +500,9 @@ pub async fn append_all<'a>(
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
+    .bind(&read_kinds)
+    .bind(&read_ids)
+    .bind(&read_sequences)
     .fetch_one(pool)
     .await;
     match appended {

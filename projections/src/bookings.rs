@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
-use parking_domain::booking::{Booking, BookingEvent, BookingStatus};
+use parking_domain::booking::{Booking, BookingEvent, BookingState, BookingStatus};
 use parking_domain::Actor;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -176,6 +176,29 @@ pub struct BookingView {
     pub updated_at: DateTime<Utc>,
     #[serde(skip)]
     pub lot_owner_id: Uuid,
+}
+
+impl BookingView {
+    /// A booking as its aggregate holds it: what a write answers with, before the read model
+    /// has caught up. `updated_at` is when its state last changed.
+    pub fn of(id: Uuid, booking: &BookingState, updated_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            user_id: booking.user_id,
+            lot_id: booking.lot_id,
+            slot_id: booking.slot_id,
+            start_time: booking.range.start(),
+            end_time: booking.range.end(),
+            vehicle_number: booking.vehicle_number.as_str().to_owned(),
+            price_cents: booking.price.minor,
+            currency: booking.price.currency.as_str().to_owned(),
+            status: booking.status.as_str().to_owned(),
+            hold_until: booking.hold_until,
+            created_at: booking.created_at,
+            updated_at,
+            lot_owner_id: booking.lot_owner_id,
+        }
+    }
 }
 
 const SELECT_BOOKINGS: &str =

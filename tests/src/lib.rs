@@ -34,6 +34,10 @@ pub struct TestApp {
     /// A pool on the test's own database, to look at what the app stored.
     pub db: PgPool,
     pub database_url: String,
+    /// The highest `X-Event-Position` this client was answered with. Its `GET`s send it as
+    /// `X-Min-Position`, as a client app that reads its own writes does: writes answer once
+    /// recorded, and the read models follow.
+    seen: std::sync::atomic::AtomicI64,
 }
 
 /// A response: status, headers we care about, and the JSON body (or `Null`).
@@ -259,7 +263,23 @@ impl TestApp {
                 .await
                 .expect("connect to test database"),
             database_url,
+            seen: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// The highest `X-Event-Position` this client has been answered with.
+    pub fn seen_position(&self) -> i64 {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads `response`, noting its `X-Event-Position`.
+    async fn answer(&self, response: reqwest::Response) -> Reply {
+        let reply = Self::reply(response).await;
+        if let Some(position) = reply.position() {
+            self.seen
+                .fetch_max(position, std::sync::atomic::Ordering::Relaxed);
+        }
+        reply
     }
 
     pub async fn request(
@@ -269,16 +289,22 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        let seen = self.seen_position();
+        let reads = method == Method::GET;
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.address));
+        if reads && seen > 0 {
+            request = request.header("x-min-position", seen.to_string());
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        Self::reply(request.send().await.expect("request sent")).await
+        self.answer(request.send().await.expect("request sent"))
+            .await
     }
 
     pub async fn reply(response: reqwest::Response) -> Reply {
@@ -320,7 +346,8 @@ impl TestApp {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        Self::reply(request.send().await.expect("request sent")).await
+        self.answer(request.send().await.expect("request sent"))
+            .await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -336,7 +363,8 @@ impl TestApp {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        Self::reply(request.send().await.expect("request sent")).await
+        self.answer(request.send().await.expect("request sent"))
+            .await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -353,7 +381,8 @@ impl TestApp {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        Self::reply(request.send().await.expect("request sent")).await
+        self.answer(request.send().await.expect("request sent"))
+            .await
     }
 
     pub async fn register(&self, email: &str, role: &str) -> Reply {

@@ -319,3 +319,74 @@ async fn a_booking_and_its_reservation_are_recorded_together() {
     assert_eq!(transactions[1].0, "SlotReserved");
     assert_eq!(transactions[0].1, transactions[1].1);
 }
+
+/// A booking's write answers as soon as its events are recorded, from the booking as it was
+/// decided: the same body the read model then shows, to the microsecond. Cancelling likewise.
+#[tokio::test]
+async fn a_booking_answers_with_what_the_read_model_then_shows() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+
+    let created = app
+        .book(&driver, fx.slot_id, hours_from_now(2), hours_from_now(4))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let path = format!("/api/v1/bookings/{}", created.id());
+    assert_eq!(created.headers["location"], path.as_str());
+    let position = created.position().expect("X-Event-Position");
+    let read = app.get_at(&path, Some(&driver), position).await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.body, created.body);
+
+    let cancelled = app
+        .post(&format!("{path}/cancel"), Some(&driver), json!({}))
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{cancelled:?}");
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let position = cancelled.position().expect("X-Event-Position");
+    let read = app.get_at(&path, Some(&driver), position).await;
+    assert_eq!(read.body, cancelled.body);
+    assert_ne!(cancelled.body["updated_at"], created.body["updated_at"]);
+}
+
+/// Bookings do not wait for the read models: with the projector held up, a booking is still
+/// recorded and answered at once, while a read that asks to see it waits, and then succeeds
+/// once the projector moves again.
+#[tokio::test]
+async fn bookings_are_answered_while_the_read_models_are_held_up() {
+    let app = parking_tests::spawn_app_with(&[("READ_WAIT_MS", "300")]).await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    // Make sure the fixtures are shown before holding the projector up.
+    assert_eq!(
+        app.get(&format!("/api/v1/lots/{}", fx.lot_id), None)
+            .await
+            .status,
+        200
+    );
+
+    // Every projector step starts by locking its checkpoint rows: hold them.
+    let mut hold = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM log_checkpoints WHERE consumer LIKE 'projection:%' FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let booked = app
+        .book(&driver, fx.slot_id, hours_from_now(1), hours_from_now(2))
+        .await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(300));
+    let position = booked.position().expect("X-Event-Position");
+    let path = format!("/api/v1/bookings/{}", booked.id());
+    app.get_at(&path, Some(&driver), position)
+        .await
+        .assert_problem(503, "read_model_lagging");
+
+    hold.rollback().await.unwrap();
+    let read = app.get_at(&path, Some(&driver), position).await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.body, booked.body);
+}

@@ -220,3 +220,48 @@ async fn one_request_twice_in_one_batch_makes_one_booking() {
         assert!(position > 0, "each answer covers the booking");
     }
 }
+
+/// The booking desk decides on the slots and lots it holds from its earlier batches, without
+/// reading them again: a slot that moved elsewhere meanwhile (a cancellation's release) must
+/// not be decided on as the desk last saw it. Here that stale slot would still show the
+/// cancelled reservation and refuse the same hour again.
+#[tokio::test]
+async fn a_held_slot_that_moved_elsewhere_is_decided_on_as_it_is_now() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    let first = app.booked_hour(&driver, fx.slot_id, 3).await;
+    let path = format!("/api/v1/bookings/{}/cancel", first.id());
+    let cancelled = app.post(&path, Some(&driver), serde_json::json!({})).await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{cancelled:?}");
+
+    let again = app
+        .book(&driver, fx.slot_id, hours_from_now(3), hours_from_now(4))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
+    // Added, reserved, released, reserved again: no gap, nothing twice.
+    assert_eq!(slot_sequences(&app, fx.slot_id).await, vec![1, 2, 3, 4]);
+}
+
+/// Likewise for a held lot: deactivated after the desk last read it, it takes no booking.
+#[tokio::test]
+async fn a_held_lot_deactivated_meanwhile_takes_no_booking() {
+    let app = spawn_app().await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    app.booked_hour(&driver, fx.slot_id, 1).await;
+
+    let path = format!("/api/v1/lots/{}", fx.lot_id);
+    let deactivated = app
+        .request(reqwest::Method::DELETE, &path, Some(&fx.owner_token), None)
+        .await;
+    assert_eq!(
+        deactivated.status,
+        StatusCode::NO_CONTENT,
+        "{deactivated:?}"
+    );
+
+    app.book(&driver, fx.slot_id, hours_from_now(5), hours_from_now(6))
+        .await
+        .assert_problem(409, "lot_inactive");
+}

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::created;
-use super::{page_request, sort, written};
+use super::{page_request, sort};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::{RequestMeta, State};
@@ -52,6 +52,10 @@ async fn booking_view(state: &State, booking_id: Uuid) -> ApiResult<BookingView>
 }
 
 /// Book a slot. The booking starts `pending` and holds the slot until `hold_until` unless paid.
+///
+/// Answered as soon as the booking is recorded, with the booking as decided; the read models
+/// show it a few milliseconds later. To read it back at once, send this answer's
+/// `X-Event-Position` as `X-Min-Position`.
 #[utoipa::path(
     tag = "bookings",
     security(("bearer" = [])),
@@ -82,11 +86,12 @@ pub async fn create(
         vehicle_number,
     };
     let booking = state.commands.book(&ctx, request).await?;
-    state.caught_up(&ctx).await?;
-    let view = written(
-        bookings::get(&state.pool, booking.booking_id).await?,
-        "booking",
-    )?;
+    state.recorded(&ctx).await?;
+    let view = BookingView::of(
+        booking.booking_id,
+        &booking.booking,
+        booking.booking.created_at,
+    );
     Ok(created(
         Some(format!("/api/v1/bookings/{}", booking.booking_id)),
         view,
@@ -149,7 +154,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(booking))
 }
 
-/// Cancel a pending or confirmed booking and free its slot.
+/// Cancel a pending or confirmed booking and free its slot. Answered as soon as the
+/// cancellation is recorded (see `POST /bookings` on reading it back).
 #[utoipa::path(
     tag = "bookings",
     security(("bearer" = [])),
@@ -180,13 +186,10 @@ pub async fn cancel(
             .reason
     };
     let ctx = state.context(Some(caller.0), &meta);
-    state
+    let cancelled = state
         .commands
         .cancel_booking(&ctx, booking_id, reason)
         .await?;
-    state.caught_up(&ctx).await?;
-    Ok(HttpResponse::Ok().json(written(
-        bookings::get(&state.pool, booking_id).await?,
-        "booking",
-    )?))
+    state.recorded(&ctx).await?;
+    Ok(HttpResponse::Ok().json(BookingView::of(booking_id, &cancelled, ctx.now)))
 }
