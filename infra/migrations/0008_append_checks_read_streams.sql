@@ -18,14 +18,19 @@ AS
 $$
 DECLARE
     head bigint;
+    i int;
 BEGIN
     SELECT position INTO head FROM event_log_head FOR UPDATE;
-    IF EXISTS (SELECT 1
-                 FROM UNNEST(read_kinds, read_ids, read_sequences) AS r(kind, id, seen)
-                 JOIN events e ON e.aggregate_type = r.kind AND e.aggregate_id = r.id
-                              AND e.sequence > r.seen) THEN
-        RAISE unique_violation USING MESSAGE = 'a stream the append was decided on has moved';
-    END IF;
+    -- One primary-key probe per stream. (A join of the arrays with `events` is planned once per
+    -- connection and the plan kept: planned while the log was small, it was a hash join over a
+    -- scan of the whole table, which then grew with every event.)
+    FOR i IN 1 .. coalesce(cardinality(read_kinds), 0) LOOP
+        IF EXISTS (SELECT 1 FROM events
+                    WHERE aggregate_type = read_kinds[i] AND aggregate_id = read_ids[i]
+                      AND sequence > read_sequences[i]) THEN
+            RAISE unique_violation USING MESSAGE = 'a stream the append was decided on has moved';
+        END IF;
+    END LOOP;
     IF cardinality(kinds) = 0 THEN
         RETURN head;
     END IF;

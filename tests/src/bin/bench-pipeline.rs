@@ -31,6 +31,70 @@ use parking_tests::{hours_from_now, spawn_app_with};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
+/// CPU time used so far (user + system, seconds) by this process (client and server), by the
+/// machine's PostgreSQL processes and by the broker, from `/proc` (zero where unreadable).
+/// Differences over a load, divided by what it did, give its cost per operation: far steadier
+/// than rates on a shared machine.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    app: f64,
+    database: f64,
+    broker: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in USER_HZ (100 on Linux).
+        let seconds = |stat: &str| -> Option<(String, f64)> {
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_owned();
+            let fields: Vec<&str> = tail.split(' ').collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some((comm, ticks / 100.0))
+        };
+        let mut cpu = Cpu::default();
+        if let Some((_, app)) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .as_deref()
+            .and_then(seconds)
+        {
+            cpu.app = app;
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            match seconds(&stat) {
+                Some((comm, used)) if comm.starts_with("postgres") => cpu.database += used,
+                Some((comm, used)) if comm.starts_with("tansu") => cpu.broker += used,
+                _ => {}
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            app: self.app - before.app,
+            database: self.database - before.database,
+            broker: self.broker - before.broker,
+        }
+    }
+
+    /// Milliseconds per operation, for `count` operations.
+    fn per(self, count: f64) -> String {
+        let ms = |s: f64| s * 1000.0 / count.max(1.0);
+        format!(
+            "{:.3} ms ({:.3} this process, {:.3} PostgreSQL, {:.3} broker)",
+            ms(self.app + self.database + self.broker),
+            ms(self.app),
+            ms(self.database),
+            ms(self.broker)
+        )
+    }
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -38,7 +102,8 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::Result<f64> {
+/// Inserts/s, and the CPU they used.
+async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::Result<(f64, Cpu)> {
     let pool = PgPoolOptions::new()
         .max_connections(clients as u32)
         .connect(database_url)
@@ -47,6 +112,7 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
         .execute(&pool)
         .await?;
     let done = Arc::new(AtomicU64::new(0));
+    let started = Cpu::now();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -67,7 +133,16 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
     for worker in workers {
         worker.await?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+    let used = Cpu::now().since(started);
+    // Leave nothing behind for the next load to pay for: no table for autovacuum to work on,
+    // no dirty pages for a checkpoint to write in the middle of it.
+    sqlx::query("DROP TABLE bench_raw").execute(&pool).await?;
+    if let Err(e) = sqlx::query("CHECKPOINT").execute(&pool).await {
+        eprintln!(
+            "no CHECKPOINT between the loads ({e}): the next one may pay for this one's writes"
+        );
+    }
+    Ok((done.load(Ordering::Relaxed) as f64 / seconds as f64, used))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,7 +182,7 @@ async fn run() -> anyhow::Result<()> {
     let live_relay = (env("BENCH_NO_RELAY", 0) == 0)
         .then(|| tokio::spawn(Relay::new(log.clone(), kafka.clone()).run()));
 
-    let raw = raw_inserts(&app.database_url, clients, seconds).await?;
+    let (raw, raw_cpu) = raw_inserts(&app.database_url, clients, seconds).await?;
     let store_fed = bookings(app.clone(), clients, seconds).await;
     let reads = booking_reads(&app, clients, seconds).await;
 
@@ -184,6 +259,26 @@ async fn run() -> anyhow::Result<()> {
         "HTTP booking commands/s (201s)       : {:>8.0}  (failed: {}; {:.1} per desk batch)",
         store_fed.per_second, store_fed.failed, store_fed.batch
     );
+    if store_fed.intervals.len() > 1 {
+        let rates: Vec<String> = store_fed
+            .intervals
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
+        println!(
+            "bookings/s per {} s of the load       : {}",
+            INTERVAL.as_secs(),
+            rates.join(", ")
+        );
+    }
+    println!(
+        "CPU per raw insert                   : {}",
+        raw_cpu.per(raw * seconds as f64)
+    );
+    println!(
+        "CPU per booking                      : {}",
+        store_fed.cpu.per(store_fed.per_second * seconds as f64)
+    );
     println!(
         "ratio booking / raw insert           : {:>8.2}",
         store_fed.per_second / raw
@@ -218,6 +313,9 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The interval of the booking rates `Load::intervals`.
+const INTERVAL: Duration = Duration::from_secs(5);
+
 /// Every this many bookings, a client measures the lag of its booking (`Load::lags`).
 const LAG_PROBE_EVERY: i64 = 10;
 
@@ -231,6 +329,10 @@ struct Load {
     lags: Vec<f64>,
     /// Mean bookings per batch of the booking desk.
     batch: f64,
+    /// Bookings/s over each `INTERVAL` of the load.
+    intervals: Vec<f64>,
+    /// CPU used during the load.
+    cpu: Cpu,
 }
 
 impl Load {
@@ -332,6 +434,7 @@ async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) 
         tokens.push(app.signed_in("user").await.0);
     }
     let desk_before = desk(&app).await;
+    let started = Cpu::now();
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
@@ -372,9 +475,26 @@ async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) 
             })
         })
         .collect();
+    // The rate over each interval of the load, to see whether it holds up as the data grows.
+    let intervals = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut rates = Vec::new();
+            let mut before = 0;
+            while Instant::now() + INTERVAL <= deadline {
+                tokio::time::sleep(INTERVAL).await;
+                let now = done.load(Ordering::Relaxed);
+                rates.push((now - before) as f64 / INTERVAL.as_secs_f64());
+                before = now;
+            }
+            rates
+        })
+    };
     for worker in workers {
         worker.await.expect("a booking client");
     }
+    let intervals = intervals.await.expect("interval rates");
+    let cpu = Cpu::now().since(started);
     let desk_after = desk(&app).await;
     let mut lags = lags.lock().unwrap().clone();
     lags.sort_by(f64::total_cmp);
@@ -383,5 +503,7 @@ async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) 
         failed: failed.load(Ordering::Relaxed),
         lags,
         batch: (desk_after.1 - desk_before.1) / (desk_after.0 - desk_before.0).max(1.0),
+        cpu,
+        intervals,
     }
 }
