@@ -166,7 +166,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         // metadata request to a broker that allows auto-creation.
         .set("allow.auto.create.topics", "false")
         .set("message.timeout.ms", "0")
-        .set("linger.ms", "5")
+        .set("linger.ms", kafka.linger_ms.to_string())
         .set("compression.type", "lz4");
     config
 }

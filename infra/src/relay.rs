@@ -36,7 +36,7 @@ pub const CONSUMER: &str = "relay:kafka";
 /// The advisory lock that elects the active relay ("parkrela").
 const LOCK_KEY: i64 = 0x7061_726b_7265_6c61;
 /// Events per batch (one checkpoint write each).
-const BATCH: i64 = 1000;
+const BATCH: i64 = 5000;
 /// How long a batch may wait for acknowledgements before the relay checks the topics.
 const STALL_CHECK: Duration = Duration::from_secs(2);
 /// Stall checks after which the producer is replaced: a broker that came back may no longer

@@ -166,6 +166,7 @@ async fn run() -> anyhow::Result<()> {
         projections_from_kafka: false,
         partitions: 6,
         replication_factor: 1,
+        linger_ms: 20,
     };
     let app = Arc::new(
         spawn_app_with(&[
@@ -317,7 +318,7 @@ async fn run() -> anyhow::Result<()> {
 const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Every this many bookings, a client measures the lag of its booking (`Load::lags`).
-const LAG_PROBE_EVERY: i64 = 10;
+const LAG_PROBE_EVERY: i64 = 25;
 
 /// What one booking load measured.
 struct Load {
