@@ -3,6 +3,11 @@ use parking_api::cli::{self, Cli, Command};
 use parking_api::Application;
 use parking_infra::{telemetry, Config};
 
+/// A server allocates and frees many small buffers per request: mimalloc does that with less
+/// CPU than the system allocator (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

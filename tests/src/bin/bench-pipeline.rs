@@ -3,7 +3,7 @@
 //! 1. booking commands per second over HTTP at 16 clients, next to raw single-row PostgreSQL
 //!    inserts at 16 connections measured in the same run on the same database server (ratio);
 //! 2. the lag from a booking's acknowledgement to the read models showing it (p50/p99): every
-//!    10th booking, its client reads it back with `X-Min-Position` at once and times the
+//!    25th booking, its client reads it back with `X-Min-Position` at once and times the
 //!    interval from the 201 to that answer (so the figure includes one `GET` under load);
 //! 3. the relay's rate publishing the whole log to a fresh Kafka-protocol broker;
 //! 4. the rate of rebuilding each read model from the whole log.
@@ -30,6 +30,10 @@ use parking_tests::kafka::Broker;
 use parking_tests::{hours_from_now, spawn_app_with};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
+
+/// The server's allocator, as `parking-api` has it (`api/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// CPU time used so far (user + system, seconds) by this process (client and server), by the
 /// machine's PostgreSQL processes and by the broker, from `/proc` (zero where unreadable).
