@@ -54,11 +54,13 @@ impl Commands {
             ),
             (),
         );
+        // Every 200: a slot's snapshot is its whole calendar, rewritten each time, and the
+        // booking desk holds the slots it books, so snapshots serve only cold loads (ADR 0002).
         let slots = Bus::new(
             PgEventStore::new(
                 pool.clone(),
                 Every {
-                    every: 50,
+                    every: 200,
                     schema: SLOT_SNAPSHOT_SCHEMA,
                 },
             ),
