@@ -193,7 +193,9 @@ async fn run() -> anyhow::Result<()> {
 
     // The same load with the read models fed from Kafka (ADR 0012), on a database and a
     // broker of its own (a relay refuses topics that hold another database's events).
-    let kafka_fed = {
+    // Its broker lives as long as its server (to the end of the run): stopped earlier, the
+    // server's projections would report a lost broker for the rest of the run.
+    let (kafka_fed, _kafka_fed_broker) = {
         let broker = Broker::start().await;
         let app = Arc::new(
             spawn_app_with(&[
@@ -203,7 +205,7 @@ async fn run() -> anyhow::Result<()> {
             ])
             .await,
         );
-        bookings(app, clients, seconds).await
+        (bookings(app, clients, seconds).await, broker)
     };
 
     // The relay: publish the whole log again, from position 0, to a fresh broker.
