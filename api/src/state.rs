@@ -50,7 +50,7 @@ impl AppState {
     /// Waits until the read models show what `ctx`'s commands wrote, so that the answer of a
     /// write can be read from them.
     pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), crate::error::ApiError> {
-        let position = self.commands.settle(ctx).await?;
+        let position = self.recorded(ctx).await?;
         self.caught_up_to(position).await
     }
 

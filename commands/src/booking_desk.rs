@@ -316,8 +316,8 @@ impl Booker {
 
     /// The batch's slots, their lots, and the bookings its retried requests may have made
     /// already. Streams the desk holds are taken as it holds them, unread: the append checks
-    /// that they have not moved (`Streams::seen`). The rest are read, at once where they can
-    /// be (a slot never changes lots, so the lots of held slots are known before any read).
+    /// that they have not moved (`Streams::seen`). The rest are read: the slots (with the
+    /// retried requests' bookings), then the lots of those slots that the desk does not hold.
     async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
         let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
         let booking_ids = distinct(
@@ -337,27 +337,16 @@ impl Booker {
             .filter(|id| !slots.contains_key(id))
             .copied()
             .collect();
-        let made = if unheld_slots.is_empty() {
-            let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
-            let lot_keys = keys(&unheld_lots);
-            let (read_lots, made) = tokio::try_join!(
-                self.lots.load_many(&lot_keys),
-                self.bookings.load_many(&booking_keys),
-            )?;
-            lots.extend(unheld_lots.into_iter().zip(read_lots));
-            made
-        } else {
-            let slot_keys = keys(&unheld_slots);
-            let (read_slots, made) = tokio::try_join!(
-                self.slots.load_many(&slot_keys),
-                self.bookings.load_many(&booking_keys),
-            )?;
-            slots.extend(unheld_slots.into_iter().zip(read_slots));
-            let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
-            let read_lots = self.lots.load_many(&keys(&unheld_lots)).await?;
-            lots.extend(unheld_lots.into_iter().zip(read_lots));
-            made
-        };
+        // Held streams are not read: in the steady state no query is sent here at all.
+        let slot_keys = keys(&unheld_slots);
+        let (read_slots, made) = tokio::try_join!(
+            self.slots.load_many(&slot_keys),
+            self.bookings.load_many(&booking_keys),
+        )?;
+        slots.extend(unheld_slots.into_iter().zip(read_slots));
+        let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
+        let read_lots = self.lots.load_many(&keys(&unheld_lots)).await?;
+        lots.extend(unheld_lots.into_iter().zip(read_lots));
         let seen = slots
             .iter()
             .map(|(id, slot)| seen::<Slot>(id, slot))

@@ -47,3 +47,16 @@ BEGIN
     RETURN head;
 END;
 $$;
+
+-- The seven-argument form of migration 0007 stays for a node of the previous version during a
+-- rolling upgrade; it now appends through the form above, so there is one implementation.
+CREATE OR REPLACE FUNCTION parking_append_events(
+    kinds text[], ids text[], sequences bigint[], event_types text[], versions text[],
+    payloads text[], metadata text[]
+) RETURNS bigint
+    LANGUAGE sql VOLATILE
+AS
+$$
+SELECT parking_append_events(kinds, ids, sequences, event_types, versions, payloads, metadata,
+                             '{}'::text[], '{}'::text[], '{}'::bigint[])
+$$;

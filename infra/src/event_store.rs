@@ -142,18 +142,7 @@ impl<A: Aggregate> PgEventStore<A> {
         &self,
         aggregate_ids: &[String],
     ) -> Result<Vec<EventStoreAggregateContext<A>>, AggregateError<A::Error>> {
-        let wanted = aggregate_ids.iter().map(|id| (id.clone(), None)).collect();
-        self.load_many_from(wanted).await
-    }
-
-    /// [`PgEventStore::load_many`] for callers that may already hold some of the aggregates:
-    /// one held (as of its `current_sequence`) is brought up to date with only the events
-    /// after it, without its snapshot; the others load as usual.
-    pub async fn load_many_from(
-        &self,
-        wanted: Vec<(String, Option<EventStoreAggregateContext<A>>)>,
-    ) -> Result<Vec<EventStoreAggregateContext<A>>, AggregateError<A::Error>> {
-        if wanted.is_empty() {
+        if aggregate_ids.is_empty() {
             return Ok(Vec::new());
         }
         // A schema no snapshot has: with snapshots off, every stream is replayed whole.
@@ -161,42 +150,26 @@ impl<A: Aggregate> PgEventStore<A> {
             Snapshots::Every { schema, .. } => schema,
             Snapshots::Never => i32::MIN,
         };
-        let (ids, held): (Vec<String>, Vec<Option<EventStoreAggregateContext<A>>>) =
-            wanted.into_iter().unzip();
-        let known: Vec<i64> = held
-            .iter()
-            .map(|held| held.as_ref().map_or(0, |h| h.current_sequence as i64))
-            .collect();
         let rows: Vec<LoadRow> = sqlx::query_as(
             "SELECT ids.id, s.sequence, s.payload,
                     (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
                                                       e.payload, e.metadata) ORDER BY e.sequence)
                        FROM events e
                       WHERE e.aggregate_type = $1 AND e.aggregate_id = ids.id
-                        AND e.sequence > COALESCE(s.sequence, ids.known))
-               FROM UNNEST($2::text[], $4::bigint[]) WITH ORDINALITY AS ids(id, known, n)
+                        AND e.sequence > COALESCE(s.sequence, 0))
+               FROM UNNEST($2::text[]) WITH ORDINALITY AS ids(id, n)
                LEFT JOIN aggregate_snapshots s
-                      ON ids.known = 0 AND s.aggregate_type = $1 AND s.aggregate_id = ids.id
-                     AND s.schema_version = $3
+                      ON s.aggregate_type = $1 AND s.aggregate_id = ids.id AND s.schema_version = $3
               ORDER BY ids.n",
         )
         .bind(A::TYPE)
-        .bind(&ids)
+        .bind(aggregate_ids)
         .bind(schema)
-        .bind(&known)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         let mut loaded = Vec::with_capacity(rows.len());
-        for ((aggregate_id, snapshot_sequence, snapshot, tail), held) in rows.into_iter().zip(held)
-        {
-            if let Some(held) = held.filter(|h| h.current_sequence > 0) {
-                let from = held.current_sequence;
-                let mut context = self.replay_onto(aggregate_id, held.aggregate, from, tail)?;
-                context.current_snapshot = held.current_snapshot;
-                loaded.push(context);
-                continue;
-            }
+        for (aggregate_id, snapshot_sequence, snapshot, tail) in rows {
             let from_snapshot = snapshot_sequence.zip(snapshot).and_then(|(sequence, payload)| {
                 serde_json::from_value::<A>(payload)
                     .inspect_err(|e| {
