@@ -22,13 +22,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy};
 use parking_domain::lot::ParkingLot;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::{Actor, Violation};
-use parking_infra::event_store::{append_checked, AppendError, Pending, Seen};
+use parking_infra::event_store::{append_checked, AppendError, NewEvent, Pending, Seen};
 use parking_infra::EventLog;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -234,7 +233,7 @@ struct Recording {
 }
 
 impl Decision {
-    fn events(&self) -> impl Iterator<Item = &SerializedEvent> {
+    fn events(&self) -> impl Iterator<Item = &NewEvent> {
         let (reserved, created): (&[_], &[_]) = match self {
             Decision::Record(recording) => (
                 recording.reserved.serialized(),
@@ -285,8 +284,7 @@ impl Booker {
             for job in &jobs {
                 decisions.push(self.decide(job, &mut streams).await);
             }
-            let events: Vec<&SerializedEvent> =
-                decisions.iter().flat_map(Decision::events).collect();
+            let events: Vec<&NewEvent> = decisions.iter().flat_map(Decision::events).collect();
             // Even a batch that records nothing checks the streams it was refused on.
             let appended = append_checked(self.log.pool(), events, &streams.seen).await;
             match appended {

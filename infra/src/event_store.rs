@@ -11,10 +11,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cqrs_es::persist::{
-    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, PersistenceError,
-    SerializedEvent,
+    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, SerializedEvent,
 };
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
@@ -326,7 +325,7 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
 pub struct Pending<A: Aggregate> {
     context: EventStoreAggregateContext<A>,
     envelopes: Vec<EventEnvelope<A>>,
-    serialized: Vec<SerializedEvent>,
+    serialized: Vec<NewEvent>,
 }
 
 impl<A: Aggregate> Pending<A> {
@@ -334,7 +333,7 @@ impl<A: Aggregate> Pending<A> {
         &self.envelopes
     }
 
-    pub fn serialized(&self) -> &[SerializedEvent] {
+    pub fn serialized(&self) -> &[NewEvent] {
         &self.serialized
     }
 
@@ -376,8 +375,9 @@ impl<A: Aggregate> PgEventStore<A> {
             .collect();
         let serialized = envelopes
             .iter()
-            .map(SerializedEvent::try_from)
-            .collect::<Result<Vec<_>, PersistenceError>>()?;
+            .map(NewEvent::of)
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         Ok(Pending {
             context,
             envelopes,
@@ -399,6 +399,37 @@ impl<A: Aggregate> PgEventStore<A> {
             }
         }
         envelopes
+    }
+}
+
+/// An event ready to append: its stream, its place in it, and its payload and metadata as the
+/// JSON texts to store. Serialized once, straight from the event (not through a
+/// `serde_json::Value`, as cqrs-es's `SerializedEvent` is): the object keys of a payload come
+/// in its fields' order, and those of the metadata sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+impl NewEvent {
+    pub fn of<A: Aggregate>(envelope: &EventEnvelope<A>) -> Result<Self, serde_json::Error> {
+        let metadata: std::collections::BTreeMap<&String, &String> =
+            envelope.metadata.iter().collect();
+        Ok(Self {
+            aggregate_type: A::TYPE,
+            aggregate_id: envelope.aggregate_id.clone(),
+            sequence: envelope.sequence as i64,
+            event_type: envelope.payload.event_type(),
+            event_version: envelope.payload.event_version(),
+            payload: serde_json::to_string(&envelope.payload)?,
+            metadata: serde_json::to_string(&metadata)?,
+        })
     }
 }
 
@@ -429,7 +460,7 @@ impl AppendError {
 /// writes, plus their position. Returns the log's head after them, which covers them.
 pub async fn append_all<'a>(
     pool: &PgPool,
-    events: impl IntoIterator<Item = &'a SerializedEvent>,
+    events: impl IntoIterator<Item = &'a NewEvent>,
 ) -> Result<i64, AppendError> {
     append_checked(pool, events, &[]).await
 }
@@ -447,18 +478,17 @@ pub struct Seen {
 /// lost race on a written stream is. With no events, only checks; returns the head either way.
 pub async fn append_checked<'a>(
     pool: &PgPool,
-    events: impl IntoIterator<Item = &'a SerializedEvent>,
+    events: impl IntoIterator<Item = &'a NewEvent>,
     seen: &[Seen],
 ) -> Result<i64, AppendError> {
-    let text = |value: &serde_json::Value| value.to_string();
-    let events: Vec<&SerializedEvent> = events.into_iter().collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+    let events: Vec<&NewEvent> = events.into_iter().collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-    let sequences: Vec<i64> = events.iter().map(|e| e.sequence as i64).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
-    let payloads: Vec<String> = events.iter().map(|e| text(&e.payload)).collect();
-    let metadata: Vec<String> = events.iter().map(|e| text(&e.metadata)).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
     let read_kinds: Vec<&str> = seen.iter().map(|s| s.aggregate_type).collect();
     let read_ids: Vec<&str> = seen.iter().map(|s| s.aggregate_id.as_str()).collect();
     let read_sequences: Vec<i64> = seen.iter().map(|s| s.sequence).collect();

@@ -5,6 +5,7 @@
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::KafkaConfig;
@@ -49,37 +50,86 @@ pub struct Envelope {
 /// (`email_claim`, the e-mail uniqueness guard: internal, and its id is derived from the
 /// address). Secrets never leave: `UserCredentialsSet` is published without its hash, so the
 /// user's sequence stays gapless and consumers still learn that the password changed.
-pub fn envelope(event: &LoggedEvent) -> Option<Envelope> {
+///
+/// The value is written from the stored JSON text, which is copied into it as it is: the
+/// payload's fields are found without parsing them (`Envelope` is what a consumer reads back).
+pub fn encode(event: &LoggedEvent) -> Option<Published> {
     if !PUBLISHED_AGGREGATES.contains(&event.aggregate_type.as_str()) {
         return None;
     }
-    let fields = match &event.payload {
-        Value::Object(tagged) if tagged.len() == 1 => tagged
-            .get(&event.event_type)
-            .cloned()
-            .unwrap_or_else(|| event.payload.clone()),
-        other => other.clone(),
+    let payload: &RawValue = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+        ("user", "UserCredentialsSet") => empty_object(),
+        _ => fields(event),
     };
-    let payload = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-        ("user", "UserCredentialsSet") => Value::Object(Default::default()),
-        _ => fields,
-    };
-    Some(Envelope {
+    let envelope = Outgoing {
         event_id: event.event_id(),
-        aggregate_type: event.aggregate_type.clone(),
-        aggregate_id: event.aggregate_id.clone(),
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
         sequence: event.sequence,
         global_position: event.global_position,
-        event_type: event.event_type.clone(),
-        event_version: event.event_version.clone(),
+        event_type: &event.event_type,
+        event_version: &event.event_version,
         payload,
-        metadata: event.metadata.clone(),
+        metadata: &event.metadata,
         recorded_at: event.recorded_at,
+    };
+    let value = serde_json::to_vec(&envelope).expect("an envelope of JSON texts serializes");
+    Some(Published {
+        topic: topic(&event.aggregate_type),
+        headers: headers(&envelope),
+        value,
     })
 }
 
+/// A logged event as published: its topic, value and headers (the key is its aggregate id).
+pub struct Published {
+    pub topic: String,
+    pub value: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+/// The envelope a consumer reads from a published event's value.
+pub fn envelope(event: &LoggedEvent) -> Option<Envelope> {
+    let published = encode(event)?;
+    Some(serde_json::from_slice(&published.value).expect("a published envelope reads back"))
+}
+
+/// [`Envelope`] as written: the stored JSON texts copied in, not re-encoded.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    event_id: uuid::Uuid,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    global_position: i64,
+    event_type: &'a str,
+    event_version: &'a str,
+    payload: &'a RawValue,
+    metadata: &'a RawValue,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn empty_object() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".to_owned()).expect("valid JSON"))
+}
+
+/// The stored payload without its `{"EventType": …}` wrapper, as JSON text; the whole
+/// payload if it is not wrapped so.
+fn fields(event: &LoggedEvent) -> &RawValue {
+    let tagged: Option<std::collections::HashMap<std::borrow::Cow<'_, str>, &RawValue>> =
+        serde_json::from_str(event.payload.get()).ok();
+    match tagged {
+        Some(tagged) if tagged.len() == 1 => tagged
+            .get(event.event_type.as_str())
+            .copied()
+            .unwrap_or(&event.payload),
+        _ => &event.payload,
+    }
+}
+
 /// CloudEvents 1.0, Kafka protocol binding, binary content mode.
-pub fn headers(envelope: &Envelope) -> OwnedHeaders {
+fn headers(envelope: &Outgoing<'_>) -> OwnedHeaders {
     let ce_type = format!(
         "parking.{}.{}.v{}",
         envelope.aggregate_type, envelope.event_type, envelope.event_version
@@ -95,7 +145,7 @@ pub fn headers(envelope: &Envelope) -> OwnedHeaders {
         ("ce_source", source.as_str()),
         ("ce_type", ce_type.as_str()),
         ("ce_time", time.as_str()),
-        ("ce_subject", envelope.aggregate_id.as_str()),
+        ("ce_subject", envelope.aggregate_id),
         ("content-type", "application/json"),
     ]
     .into_iter()
@@ -228,8 +278,9 @@ mod tests {
             sequence: 2,
             event_type: event_type.into(),
             event_version: "1".into(),
-            payload,
-            metadata: serde_json::json!({"request_id": "r"}),
+            payload: serde_json::value::to_raw_value(&payload).unwrap(),
+            metadata: serde_json::value::to_raw_value(&serde_json::json!({"request_id": "r"}))
+                .unwrap(),
             recorded_at: chrono::DateTime::UNIX_EPOCH,
         }
     }
@@ -263,8 +314,9 @@ mod tests {
     #[test]
     fn headers_follow_the_cloudevents_binary_binding() {
         use rdkafka::message::Headers;
-        let envelope = envelope(&logged("slot", "SlotReserved", serde_json::json!({}))).unwrap();
-        let headers = headers(&envelope);
+        let event = logged("slot", "SlotReserved", serde_json::json!({}));
+        let envelope = envelope(&event).unwrap();
+        let headers = encode(&event).unwrap().headers;
         let get = |name: &str| {
             headers
                 .iter()

@@ -151,15 +151,23 @@ fn logged(envelope: Envelope) -> LoggedEvent {
         sequence: envelope.sequence,
         event_type: envelope.event_type,
         event_version: envelope.event_version,
-        payload: Value::Object(payload),
-        metadata: envelope.metadata,
+        payload: raw_json(&Value::Object(payload)),
+        metadata: raw_json(&envelope.metadata),
         recorded_at: envelope.recorded_at,
     }
+}
+
+fn raw_json(value: &Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value serializes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
 
     #[test]
     fn an_envelope_turns_back_into_the_logged_event() {
@@ -170,8 +178,8 @@ mod tests {
             sequence: 3,
             event_type: "LotUpdated".into(),
             event_version: "1".into(),
-            payload: serde_json::json!({"LotUpdated": {"name": "X"}}),
-            metadata: serde_json::json!({"request_id": "r"}),
+            payload: raw(serde_json::json!({"LotUpdated": {"name": "X"}})),
+            metadata: raw(serde_json::json!({"request_id": "r"})),
             recorded_at: chrono::DateTime::UNIX_EPOCH,
         };
         let envelope = kafka::envelope(&event).unwrap();

@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, EventEnvelope};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -32,8 +33,10 @@ pub const CHANNEL: &str = "parking_events";
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One event as the log holds it: stored form plus position, independent of its aggregate's
-/// Rust type (the relay publishes it as is; projections decode what they need).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// Rust type. Payload and metadata stay the JSON text they are stored as: the relay publishes
+/// them as they are, and projections decode them straight into their aggregate's event type,
+/// neither through a `serde_json::Value` first.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LoggedEvent {
     pub global_position: i64,
     pub aggregate_type: String,
@@ -41,9 +44,26 @@ pub struct LoggedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    #[sqlx(json)]
+    pub payload: Box<RawValue>,
+    #[sqlx(json)]
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// Equal when they are the same event stored with the same text.
+impl PartialEq for LoggedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.global_position == other.global_position
+            && self.aggregate_type == other.aggregate_type
+            && self.aggregate_id == other.aggregate_id
+            && self.sequence == other.sequence
+            && self.event_type == other.event_type
+            && self.event_version == other.event_version
+            && self.payload.get() == other.payload.get()
+            && self.metadata.get() == other.metadata.get()
+            && self.recorded_at == other.recorded_at
+    }
 }
 
 impl LoggedEvent {
@@ -56,26 +76,41 @@ impl LoggedEvent {
         )
     }
 
-    /// The event as its aggregate's type, upcast to the current version.
+    /// The event as its aggregate's type, upcast to the current version. An event of the
+    /// current version is read straight from its text; an older one goes through its
+    /// upcasters, which work on the JSON tree.
     pub fn decode<A: Aggregate>(&self) -> Result<EventEnvelope<A>, DecodeError> {
+        let failed = |reason: String| DecodeError {
+            position: self.global_position,
+            reason,
+        };
+        let upcasters = crate::upcasting::for_aggregate(A::TYPE);
+        if !(upcasters.iter()).any(|u| u.can_upcast(&self.event_type, &self.event_version)) {
+            return Ok(EventEnvelope {
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: self.sequence as usize,
+                payload: serde_json::from_str(self.payload.get())
+                    .map_err(|e| failed(e.to_string()))?,
+                metadata: serde_json::from_str(self.metadata.get())
+                    .map_err(|e| failed(e.to_string()))?,
+            });
+        }
+        let tree = |raw: &RawValue| serde_json::from_str::<Value>(raw.get());
         let mut event = SerializedEvent::new(
             self.aggregate_id.clone(),
             self.sequence as usize,
             self.aggregate_type.clone(),
             self.event_type.clone(),
             self.event_version.clone(),
-            self.payload.clone(),
-            self.metadata.clone(),
+            tree(&self.payload).map_err(|e| failed(e.to_string()))?,
+            tree(&self.metadata).map_err(|e| failed(e.to_string()))?,
         );
-        for upcaster in crate::upcasting::for_aggregate(A::TYPE) {
+        for upcaster in upcasters {
             if upcaster.can_upcast(&event.event_type, &event.event_version) {
                 event = upcaster.upcast(event);
             }
         }
-        EventEnvelope::<A>::try_from(event).map_err(|e| DecodeError {
-            position: self.global_position,
-            reason: e.to_string(),
-        })
+        EventEnvelope::<A>::try_from(event).map_err(|e| failed(e.to_string()))
     }
 }
 

@@ -151,28 +151,25 @@ impl Relay {
             let mut deliveries = Vec::with_capacity(events.len());
             let mut skipped = 0usize;
             for event in &events {
-                let Some(envelope) = kafka::envelope(event) else {
+                let Some(published) = kafka::encode(event) else {
                     continue;
                 };
-                let topic = kafka::topic(&envelope.aggregate_type);
-                let count = *partitions.get(&topic).ok_or_else(|| {
-                    RelayError::Setup(format!("no partition count for topic {topic}"))
+                let count = *partitions.get(&published.topic).ok_or_else(|| {
+                    RelayError::Setup(format!("no partition count for topic {}", published.topic))
                 })?;
-                let partition = kafka::partition(envelope.aggregate_id.as_bytes(), count);
+                let partition = kafka::partition(event.aggregate_id.as_bytes(), count);
                 if on_kafka
-                    .get(&(topic.clone(), partition))
-                    .is_some_and(|there| *there >= envelope.global_position)
+                    .get(&(published.topic.clone(), partition))
+                    .is_some_and(|there| *there >= event.global_position)
                 {
                     skipped += 1;
                     continue;
                 }
-                let value = serde_json::to_vec(&envelope)
-                    .map_err(|e| RelayError::Setup(format!("envelope: {e}")))?;
-                let record = FutureRecord::to(&topic)
-                    .key(envelope.aggregate_id.as_bytes())
-                    .payload(&value)
+                let record = FutureRecord::to(&published.topic)
+                    .key(event.aggregate_id.as_bytes())
+                    .payload(&published.value)
                     .partition(partition)
-                    .headers(kafka::headers(&envelope));
+                    .headers(published.headers);
                 let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
                 deliveries.push(delivery);
             }

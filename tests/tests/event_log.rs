@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::SerializedEvent;
-use parking_infra::event_store::append_all;
+use parking_infra::event_store::{append_all, NewEvent};
 use parking_infra::log::read_after;
 use parking_infra::EventLog;
 use parking_tests::{spawn_app, spawn_app_with};
@@ -72,16 +71,14 @@ async fn an_append_numbers_its_events_after_every_append_that_committed_before_i
     let app = spawn_app().await;
     let log = EventLog::new(app.db.clone());
     let start = log.sequence().await.unwrap();
-    let event = |stream: &str| {
-        SerializedEvent::new(
-            stream.to_owned(),
-            1,
-            "test".to_owned(),
-            "Happened".to_owned(),
-            "1".to_owned(),
-            json!({}),
-            json!({}),
-        )
+    let event = |stream: &str| NewEvent {
+        aggregate_type: "test",
+        aggregate_id: stream.to_owned(),
+        sequence: 1,
+        event_type: "Happened".to_owned(),
+        event_version: "1".to_owned(),
+        payload: "{}".to_owned(),
+        metadata: "{}".to_owned(),
     };
 
     // One append is inside a transaction that stays open (as a slow commit would)...

@@ -5,7 +5,9 @@
 //! stays cheap to load: reservations that ended, or whose payment hold lapsed, are dropped
 //! from the state as new ones arrive, and the event store snapshots the (small) state.
 
-use std::collections::BTreeMap;
+mod calendar;
+
+pub use calendar::Calendar;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -154,8 +156,8 @@ impl Reservation {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slot {
     pub info: Option<SlotInfo>,
-    /// Live reservations by booking id; dead ones are pruned as time (in events) moves on.
-    pub reservations: BTreeMap<Uuid, Reservation>,
+    /// Live reservations; dead ones are pruned as time (in events) moves on.
+    pub reservations: Calendar,
 }
 
 impl Aggregate for Slot {
@@ -216,11 +218,7 @@ impl Aggregate for Slot {
                 if range.end() <= now {
                     return Err(SlotError::RangeInPast);
                 }
-                let taken = self
-                    .reservations
-                    .values()
-                    .any(|r| r.is_live(now) && r.range.overlaps(&range));
-                if taken {
+                if self.reservations.overlaps_live(&range, now) {
                     return Err(SlotError::Overlap);
                 }
                 let reserved = SlotEvent::SlotReserved {
@@ -234,7 +232,7 @@ impl Aggregate for Slot {
             SlotCommand::Release { booking_id } => {
                 self.info.as_ref().ok_or(SlotError::NotFound)?;
                 // Releasing twice, or a reservation already pruned, changes nothing.
-                if self.reservations.contains_key(&booking_id) {
+                if self.reservations.contains(&booking_id) {
                     sink.write(SlotEvent::SlotReleased { booking_id }, self)
                         .await;
                 }
@@ -285,7 +283,7 @@ impl Aggregate for Slot {
                 hold_until,
                 reserved_at,
             } => {
-                self.reservations.retain(|_, r| r.is_live(reserved_at));
+                self.reservations.prune(reserved_at);
                 self.reservations
                     .insert(booking_id, Reservation { range, hold_until });
             }
@@ -501,7 +499,10 @@ mod tests {
         slot.apply(reserved(10, 0, 60, None, 0));
         slot.apply(reserved(11, 100, 160, None, 90));
         assert_eq!(
-            slot.reservations.keys().copied().collect::<Vec<_>>(),
+            slot.reservations
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
             vec![Uuid::from_u128(11)]
         );
     }

@@ -16,8 +16,10 @@
 //! follow in the background. Client, server, broker and database share this machine's cores.
 //!
 //! Run: `cargo run --release --locked --bin bench-pipeline`
-//! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16; `BENCH_NO_RELAY=1`: no relay
-//! during the first booking load).
+//! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16; `BENCH_ROUNDS`, default 1: the
+//! raw inserts and the bookings alternate in that many rounds sharing `BENCH_SECONDS` each, and
+//! each round's ratio is printed too; `BENCH_NO_RELAY=1`: no relay during the first booking
+//! load).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use uuid::Uuid;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// CPU time used so far (user + system, seconds) by this process (client and server), by the
+/// CPU time (user + system, seconds) used by this process (client and server), by the
 /// machine's PostgreSQL processes and by the broker, from `/proc` (zero where unreadable).
 /// Differences over a load, divided by what it did, give its cost per operation: far steadier
 /// than rates on a shared machine.
@@ -46,7 +48,15 @@ struct Cpu {
     broker: f64,
 }
 
-impl Cpu {
+/// What every process of interest had used at one moment, by pid: a process that ends before
+/// the next sample (a connection's backend) must not count as negative time.
+struct CpuSample {
+    app: f64,
+    /// pid → (a PostgreSQL process, not the broker; seconds used).
+    others: std::collections::HashMap<String, (bool, f64)>,
+}
+
+impl CpuSample {
     fn now() -> Self {
         // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in USER_HZ (100 on Linux).
         let seconds = |stat: &str| -> Option<(String, f64)> {
@@ -57,32 +67,55 @@ impl Cpu {
                 fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
             Some((comm, ticks / 100.0))
         };
-        let mut cpu = Cpu::default();
-        if let Some((_, app)) = std::fs::read_to_string("/proc/self/stat")
+        let app = std::fs::read_to_string("/proc/self/stat")
             .ok()
             .as_deref()
             .and_then(seconds)
-        {
-            cpu.app = app;
-        }
+            .map_or(0.0, |(_, used)| used);
+        let mut others = std::collections::HashMap::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
+            let pid = entry.file_name().to_string_lossy().into_owned();
             match seconds(&stat) {
-                Some((comm, used)) if comm.starts_with("postgres") => cpu.database += used,
-                Some((comm, used)) if comm.starts_with("tansu") => cpu.broker += used,
+                Some((comm, used)) if comm.starts_with("postgres") => {
+                    others.insert(pid, (true, used));
+                }
+                Some((comm, used)) if comm.starts_with("tansu") => {
+                    others.insert(pid, (false, used));
+                }
                 _ => {}
+            }
+        }
+        Self { app, others }
+    }
+
+    /// What was used from `before` to this sample by the processes alive now (those started
+    /// since count whole; those that ended meanwhile are not seen).
+    fn since(&self, before: &CpuSample) -> Cpu {
+        let mut cpu = Cpu {
+            app: self.app - before.app,
+            ..Cpu::default()
+        };
+        for (pid, (database, used)) in &self.others {
+            let earlier = before.others.get(pid).map_or(0.0, |(_, used)| *used);
+            if *database {
+                cpu.database += used - earlier;
+            } else {
+                cpu.broker += used - earlier;
             }
         }
         cpu
     }
+}
 
-    fn since(self, before: Cpu) -> Cpu {
+impl Cpu {
+    fn plus(self, other: Cpu) -> Cpu {
         Cpu {
-            app: self.app - before.app,
-            database: self.database - before.database,
-            broker: self.broker - before.broker,
+            app: self.app + other.app,
+            database: self.database + other.database,
+            broker: self.broker + other.broker,
         }
     }
 
@@ -116,7 +149,7 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
         .execute(&pool)
         .await?;
     let done = Arc::new(AtomicU64::new(0));
-    let started = Cpu::now();
+    let started = CpuSample::now();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..clients)
         .map(|_| {
@@ -137,7 +170,7 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
     for worker in workers {
         worker.await?;
     }
-    let used = Cpu::now().since(started);
+    let used = CpuSample::now().since(&started);
     // Leave nothing behind for the next load to pay for: no table for autovacuum to work on,
     // no dirty pages for a checkpoint to write in the middle of it.
     sqlx::query("DROP TABLE bench_raw").execute(&pool).await?;
@@ -146,6 +179,8 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
             "no CHECKPOINT between the loads ({e}): the next one may pay for this one's writes"
         );
     }
+    // Its connections end here, not during the next load.
+    pool.close().await;
     Ok((done.load(Ordering::Relaxed) as f64 / seconds as f64, used))
 }
 
@@ -187,8 +222,29 @@ async fn run() -> anyhow::Result<()> {
     let live_relay = (env("BENCH_NO_RELAY", 0) == 0)
         .then(|| tokio::spawn(Relay::new(log.clone(), kafka.clone()).run()));
 
-    let (raw, raw_cpu) = raw_inserts(&app.database_url, clients, seconds).await?;
-    let store_fed = bookings(app.clone(), clients, seconds).await;
+    // The baseline and the booking load alternate, in rounds, so that a machine whose speed
+    // drifts during the run (this shared one does, by 10 % and more) weighs on both alike; each
+    // round gives its own ratio.
+    let rounds = env("BENCH_ROUNDS", 1).clamp(1, seconds.max(1));
+    let slice = seconds / rounds;
+    let mut drivers = Drivers::prepare(&app, clients).await;
+    let mut raws = Vec::new();
+    let mut loads = Vec::new();
+    for _ in 0..rounds {
+        raws.push(raw_inserts(&app.database_url, clients, slice).await?);
+        loads.push(bookings(&app, &mut drivers, slice).await);
+    }
+    let round_ratios: Vec<f64> = raws
+        .iter()
+        .zip(&loads)
+        .map(|((raw, _), load)| load.per_second / raw)
+        .collect();
+    let raw = raws.iter().map(|(raw, _)| raw).sum::<f64>() / rounds as f64;
+    let raw_cpu = raws
+        .iter()
+        .fold(Cpu::default(), |sum, (_, cpu)| sum.plus(*cpu));
+    let store_fed = Load::combined(loads);
+    let seconds = slice * rounds;
     let reads = booking_reads(&app, clients, seconds).await;
 
     // The same load with the read models fed from Kafka (ADR 0012), on a database and a
@@ -205,7 +261,8 @@ async fn run() -> anyhow::Result<()> {
             ])
             .await,
         );
-        (bookings(app, clients, seconds).await, broker)
+        let mut drivers = Drivers::prepare(&app, clients).await;
+        (bookings(&app, &mut drivers, seconds).await, broker)
     };
 
     // The relay: publish the whole log again, from position 0, to a fresh broker.
@@ -260,7 +317,9 @@ async fn run() -> anyhow::Result<()> {
         rebuilds.push((model.name(), rebuilt));
     }
 
-    println!("{clients} clients, {seconds} s each, same PostgreSQL server");
+    println!(
+        "{clients} clients, {seconds} s each ({rounds} alternating rounds), same PostgreSQL server"
+    );
     println!("raw single-row INSERT transactions/s : {raw:>8.0}");
     println!(
         "HTTP booking commands/s (201s)       : {:>8.0}  (failed: {}; {:.1} per desk batch)",
@@ -290,6 +349,16 @@ async fn run() -> anyhow::Result<()> {
         "ratio booking / raw insert           : {:>8.2}",
         store_fed.per_second / raw
     );
+    if rounds > 1 {
+        let mut sorted = round_ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let each: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "ratio in each of {rounds} rounds of {slice} s : {} (median {:.2})",
+            each.join(", "),
+            sorted[sorted.len() / 2]
+        );
+    }
     println!(
         "HTTP GET of one booking/s (reference) : {reads:>7.0}  (booking / GET: {:.2})",
         store_fed.per_second / reads
@@ -336,6 +405,8 @@ struct Load {
     lags: Vec<f64>,
     /// Mean bookings per batch of the booking desk.
     batch: f64,
+    /// Bookings made.
+    bookings: f64,
     /// Bookings/s over each `INTERVAL` of the load.
     intervals: Vec<f64>,
     /// CPU used during the load.
@@ -343,6 +414,27 @@ struct Load {
 }
 
 impl Load {
+    /// Several loads (rounds of equal length) as one.
+    fn combined(loads: Vec<Load>) -> Load {
+        let rounds = loads.len().max(1) as f64;
+        let batches: f64 = loads.iter().map(|l| l.bookings / l.batch.max(1.0)).sum();
+        let mut all = Load {
+            per_second: loads.iter().map(|l| l.per_second).sum::<f64>() / rounds,
+            failed: loads.iter().map(|l| l.failed).sum(),
+            lags: loads.iter().flat_map(|l| l.lags.iter().copied()).collect(),
+            batch: 0.0,
+            bookings: loads.iter().map(|l| l.bookings).sum(),
+            intervals: loads
+                .iter()
+                .flat_map(|l| l.intervals.iter().copied())
+                .collect(),
+            cpu: loads.iter().fold(Cpu::default(), |sum, l| sum.plus(l.cpu)),
+        };
+        all.batch = all.bookings / batches.max(1.0);
+        all.lags.sort_by(f64::total_cmp);
+        all
+    }
+
     fn lag(&self) -> String {
         let at = |p: f64| {
             let i = ((self.lags.len() as f64 * p) as usize).min(self.lags.len().saturating_sub(1));
@@ -426,37 +518,66 @@ async fn booking_reads(app: &Arc<parking_tests::TestApp>, clients: u64, seconds:
     done.load(Ordering::Relaxed) as f64 / seconds as f64
 }
 
-/// `clients` drivers, each with 8 slots of its own, book back to back for `seconds`.
-async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) -> Load {
-    let owner = app.lot_with_slot().await;
-    let slots_per_client = 8;
-    let mut slots = vec![owner.slot_id];
-    for n in 1..clients * slots_per_client {
-        let path = format!("/api/v1/lots/{}/slots", owner.lot_id);
-        let body = serde_json::json!({"label": format!("S{n}"), "slot_type": "standard"});
-        slots.push(app.post(&path, Some(&owner.owner_token), body).await.id());
+/// Drivers, each with 8 slots of its own to book.
+struct Drivers {
+    drivers: Vec<Driver>,
+}
+
+#[derive(Clone)]
+struct Driver {
+    token: String,
+    slots: Vec<Uuid>,
+    /// Bookings this driver attempted so far: where its next one goes.
+    attempted: i64,
+}
+
+impl Drivers {
+    const SLOTS_EACH: usize = 8;
+
+    /// `clients` drivers on a lot of their own, with their slots.
+    async fn prepare(app: &parking_tests::TestApp, clients: u64) -> Self {
+        let owner = app.lot_with_slot().await;
+        let mut slots = vec![owner.slot_id];
+        for n in 1..clients as usize * Self::SLOTS_EACH {
+            let path = format!("/api/v1/lots/{}/slots", owner.lot_id);
+            let body = serde_json::json!({"label": format!("S{n}"), "slot_type": "standard"});
+            slots.push(app.post(&path, Some(&owner.owner_token), body).await.id());
+        }
+        let mut drivers = Vec::new();
+        for mine in slots.chunks(Self::SLOTS_EACH) {
+            drivers.push(Driver {
+                token: app.signed_in("user").await.0,
+                slots: mine.to_vec(),
+                attempted: 0,
+            });
+        }
+        Self { drivers }
     }
-    let mut tokens = Vec::new();
-    for _ in 0..clients {
-        tokens.push(app.signed_in("user").await.0);
-    }
-    let desk_before = desk(&app).await;
-    let started = Cpu::now();
+}
+
+/// Every driver books back to back for `seconds`, each where it left off.
+async fn bookings(app: &Arc<parking_tests::TestApp>, drivers: &mut Drivers, seconds: u64) -> Load {
+    let desk_before = desk(app).await;
+    let started = CpuSample::now();
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..clients as usize)
-        .map(|c| {
+    let workers: Vec<_> = drivers
+        .drivers
+        .iter()
+        .cloned()
+        .map(|driver| {
             let (app, done, failed) = (app.clone(), done.clone(), failed.clone());
             let lags = lags.clone();
-            let token = tokens[c].clone();
-            let mine: Vec<Uuid> =
-                slots[c * slots_per_client as usize..(c + 1) * slots_per_client as usize].to_vec();
             tokio::spawn(async move {
-                let mut n = 0i64;
+                let Driver {
+                    token,
+                    slots: mine,
+                    attempted: mut n,
+                } = driver;
                 while Instant::now() < deadline {
-                    // Round-robin over the client's slots, one hour later per lap: never overlapping.
+                    // Round-robin over the driver's slots, one hour later per lap: never overlapping.
                     let slot = mine[n as usize % mine.len()];
                     let hour = n / mine.len() as i64;
                     let reply = app
@@ -479,6 +600,7 @@ async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) 
                     }
                     n += 1;
                 }
+                n
             })
         })
         .collect();
@@ -497,19 +619,21 @@ async fn bookings(app: Arc<parking_tests::TestApp>, clients: u64, seconds: u64) 
             rates
         })
     };
-    for worker in workers {
-        worker.await.expect("a booking client");
+    for (driver, worker) in drivers.drivers.iter_mut().zip(workers) {
+        driver.attempted = worker.await.expect("a booking client");
     }
     let intervals = intervals.await.expect("interval rates");
-    let cpu = Cpu::now().since(started);
-    let desk_after = desk(&app).await;
+    let cpu = CpuSample::now().since(&started);
+    let desk_after = desk(app).await;
     let mut lags = lags.lock().unwrap().clone();
     lags.sort_by(f64::total_cmp);
+    let made = done.load(Ordering::Relaxed) as f64;
     Load {
-        per_second: done.load(Ordering::Relaxed) as f64 / seconds as f64,
+        per_second: made / seconds as f64,
         failed: failed.load(Ordering::Relaxed),
         lags,
         batch: (desk_after.1 - desk_before.1) / (desk_after.0 - desk_before.0).max(1.0),
+        bookings: made,
         cpu,
         intervals,
     }
