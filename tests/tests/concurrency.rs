@@ -243,6 +243,28 @@ async fn a_held_slot_that_moved_elsewhere_is_decided_on_as_it_is_now() {
     assert_eq!(slot_sequences(&app, fx.slot_id).await, vec![1, 2, 3, 4]);
 }
 
+/// A held slot that another node booked meanwhile: this node's desk decides on its stale copy
+/// and appends right after the sequence it saw, which the other node took. That append must
+/// fail as a lost race (the primary key, not a probe, catches it: the desk probes only the
+/// streams it does not write) and the booking be decided again on the slot as it is now.
+#[tokio::test]
+async fn a_held_slot_booked_by_another_node_meanwhile_is_decided_again() {
+    let app = spawn_app().await;
+    let other = spawn_second_node(&app, &[]).await;
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    app.booked_hour(&driver, fx.slot_id, 1).await;
+    other.booked_hour(&driver, fx.slot_id, 2).await;
+
+    // Overlaps what the other node booked: refused, although this node's copy has it free.
+    app.book(&driver, fx.slot_id, hours_from_now(2), hours_from_now(3))
+        .await
+        .assert_problem(409, "slot_already_reserved");
+    app.booked_hour(&driver, fx.slot_id, 3).await;
+    // Added, then three reservations: no gap, nothing twice.
+    assert_eq!(slot_sequences(&app, fx.slot_id).await, vec![1, 2, 3, 4]);
+}
+
 /// Likewise for a held lot: deactivated after the desk last read it, it takes no booking.
 #[tokio::test]
 async fn a_held_lot_deactivated_meanwhile_takes_no_booking() {
