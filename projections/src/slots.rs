@@ -90,6 +90,15 @@ impl Projection<Slot> for SlotsProjection {
         &["rm_slot_service"]
     }
 
+    /// Only the service events: a slot's stream is mostly reservations, one per booking, and
+    /// those are not even decoded here.
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "SlotTakenOutOfService" | "SlotReturnedToService"
+        )
+    }
+
     async fn apply(
         &self,
         db: &mut PgConnection,
