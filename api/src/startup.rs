@@ -7,6 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
+use parking_infra::appender::AppendTarget;
 use parking_infra::relay::Relay;
 use parking_infra::{db, Config, EventLog, SystemClock};
 use parking_projections::{KafkaSource, Projections, StoreTail};
@@ -45,7 +46,7 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::pool(&config.database_url, config.database_max_connections)?;
         db::migrate(&pool).await?;
-        let log = EventLog::new(pool.clone());
+        let log = EventLog::new(pool.clone()).pipelined(AppendTarget::parse(&config.database_url)?);
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
         let source = match &config.kafka {

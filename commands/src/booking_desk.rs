@@ -3,30 +3,38 @@
 //! A booking alone is a few round trips (load its slot, its lot, append) and one synchronous
 //! commit, and under load those dominate its cost, not the deciding. So requests queue at the
 //! desk, and a worker takes everything queued at once: it reads the batch's slots and lots it
-//! does not hold and, for retried requests, what their first attempt made, decides each booking in arrival order on its slot as the batch's earlier
-//! bookings leave it, and appends every event of the batch in one statement, numbered in the
-//! log: one commit for all. While it works the next batch queues: group commit at the
-//! application level. It holds the slots and lots it recorded and decides the next batch on
-//! them without reading them again; the append checks that none of the streams the batch
-//! decided on has moved (migration 0008), so in the steady state a batch is one round trip.
+//! does not hold and, for retried requests, what their first attempt made, decides each
+//! booking in arrival order on its slot as the batch's earlier bookings leave it, and appends
+//! every event of the batch in one statement, numbered in the log: one commit for all. It
+//! holds the slots and lots it decided on and decides the next batch on them without reading
+//! them again; the append checks that none of the streams the batch decided on has moved
+//! (migration 0008), so in the steady state a batch is one round trip.
+//!
+//! The appends are pipelined: while one is on its way, the next batch is decided on the states
+//! it leaves, and its append is queued behind it on the desk's own connection (`appender`).
+//! It records nothing unless the one it follows was recorded (migration 0009).
 //!
 //! Answers are given only once the batch is recorded, so nobody is answered from a state that
 //! never became history. When a stream moved under the batch (another node, a cancellation),
 //! the append records nothing, the desk lets go of the batch's streams and the whole batch is
-//! decided again on the streams as they are now, like a single command's retry.
+//! decided again on the streams as they are now, like a single command's retry; so is every
+//! batch that followed it.
 //!
-//! One worker per process, so two batches of one process never race for a slot; each batch
-//! runs in a task of its own, which a client going away cannot cut short between its steps.
+//! One worker per process, deciding one batch at a time, so two batches of one process never
+//! race for a slot. A client going away cannot cut a batch short between its steps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use cqrs_es::Aggregate;
+use futures::FutureExt;
 use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy};
 use parking_domain::lot::ParkingLot;
 use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::{Actor, Violation};
+use parking_infra::appender::{Appender, Chain, Sent};
 use parking_infra::event_store::{append_checked, AppendError, NewEvent, Pending, Seen};
 use parking_infra::EventLog;
 use tokio::runtime::Handle;
@@ -40,6 +48,9 @@ use crate::error::{BoxError, CommandError};
 
 /// At most this many bookings per batch (one statement).
 const MAX_BATCH: usize = 64;
+/// At most this many batches on their way to the log at once: one committing while the next
+/// waits behind it in the database.
+const PIPELINE: usize = 2;
 
 type Outcome = Result<CreatedBooking, CommandError>;
 
@@ -49,6 +60,8 @@ struct Job {
     driver: Actor,
     request: BookingRequest,
     reply: oneshot::Sender<Outcome>,
+    /// How many times it has been decided (a batch that lost a race is decided again).
+    attempt: u32,
 }
 
 /// The queue of bookings to decide, and its one worker. (The queue is unbounded: what bounds
@@ -77,7 +90,6 @@ impl BookingDesk {
                 lots,
                 bookings,
                 policy,
-                held: Mutex::default(),
                 stats: Counters::default(),
             }),
             runtime: Handle::try_current().ok(),
@@ -114,6 +126,7 @@ impl BookingDesk {
             driver,
             request,
             reply,
+            attempt: 1,
         };
         if queue.send(job).is_err() {
             return Err(worker_lost());
@@ -134,17 +147,13 @@ fn lot_not_found() -> CommandError {
     CommandError::rejected("lot_not_found", Violation::NotFound, "no such lot")
 }
 
-/// What the desk's worker and each of its batches share.
+/// What the desk's worker shares with the tasks it starts.
 struct Booker {
     log: EventLog,
     slots: Bus<Slot>,
     lots: Bus<ParkingLot>,
     bookings: Bus<Booking>,
     policy: BookingPolicy,
-    /// Slots and lots as the last batches left them, as recorded: the next batch decides on
-    /// them unread, and its append checks that they have not moved. Only states that are
-    /// history are kept, so a stale one costs a batch one more attempt, never a wrong answer.
-    held: Mutex<Held>,
     stats: Counters,
 }
 
@@ -158,7 +167,7 @@ struct Counters {
 /// What the booking desk has done since the process started (for `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeskStats {
-    /// Batches taken from the queue.
+    /// Batches decided (a batch decided again counts again).
     pub batches: u64,
     /// Booking requests in them: divided by `batches`, the mean batch size.
     pub bookings: u64,
@@ -166,7 +175,8 @@ pub struct DeskStats {
     pub redecided: u64,
 }
 
-/// Streams the desk holds between batches. Bounded: when full, it starts again empty.
+/// Streams the desk holds between batches, as the batches appended so far leave them (those
+/// still on their way included). Bounded: when full, it starts again empty.
 #[derive(Default)]
 struct Held {
     slots: HashMap<Uuid, Loaded<Slot>>,
@@ -187,21 +197,27 @@ impl Held {
             .collect()
     }
 
-    /// Lets go of streams that moved under a batch, so that its next attempt reads them.
-    fn drop_all<A: Aggregate>(
-        held: &mut HashMap<Uuid, Loaded<A>>,
-        ids: impl Iterator<Item = Uuid>,
-    ) {
-        for id in ids {
-            held.remove(&id);
-        }
-    }
-
     fn keep<A: Aggregate>(held: &mut HashMap<Uuid, Loaded<A>>, streams: HashMap<Uuid, Loaded<A>>) {
         if held.len() + streams.len() > HELD_STREAMS {
             held.clear();
         }
         held.extend(streams);
+    }
+
+    /// Keeps the streams a batch decided on, as its decisions leave them.
+    fn hold(&mut self, streams: Streams) {
+        Held::keep(&mut self.slots, streams.slots);
+        Held::keep(&mut self.lots, streams.lots);
+    }
+
+    /// Lets go of the streams of a batch that was not recorded, so that they are read again.
+    fn let_go(&mut self, touched: &Touched) {
+        for id in &touched.slots {
+            self.slots.remove(id);
+        }
+        for id in &touched.lots {
+            self.lots.remove(id);
+        }
     }
 }
 
@@ -215,6 +231,12 @@ struct Streams {
     made: HashMap<Uuid, Booking>,
     /// Every slot and lot as loaded (read or held), for the append to check.
     seen: Vec<Seen>,
+}
+
+/// The slots and lots a batch decided on.
+struct Touched {
+    slots: Vec<Uuid>,
+    lots: Vec<Uuid>,
 }
 
 /// How one job of a batch came out.
@@ -245,79 +267,243 @@ impl Decision {
     }
 }
 
+/// A batch decided, whose append is on its way.
+struct InFlight {
+    jobs: Vec<Job>,
+    decisions: Vec<Decision>,
+    touched: Touched,
+    /// Its name, for the batch decided after it to follow (`Chain`).
+    name: Uuid,
+    outcome: Sent,
+}
+
+/// Jobs to decide again, not before a pause.
+struct Redo {
+    jobs: Vec<Job>,
+    not_before: tokio::time::Instant,
+}
+
+/// The desk's worker: it decides one batch at a time, in arrival order, and has up to
+/// [`PIPELINE`] of them on their way to the log.
+struct Worker {
+    booker: Arc<Booker>,
+    held: Held,
+    /// The desk's own connection; without one, each batch is appended through the pool and
+    /// answered before the next is decided.
+    appender: Option<Appender>,
+    in_flight: VecDeque<InFlight>,
+    /// Jobs of batches that lost a race, decided again (first) once nothing is in flight.
+    redo: Option<Redo>,
+}
+
 impl Booker {
-    /// Takes everything queued, up to a batch, as soon as the previous batch is answered.
+    /// The worker's loop: takes everything queued, up to a batch, whenever the pipeline has
+    /// room; answers each batch as its append comes back, in order.
     async fn serve(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let appender = self.log.append_target().cloned().map(Appender::new);
+        let mut worker = Worker {
+            booker: self,
+            held: Held::default(),
+            appender,
+            in_flight: VecDeque::new(),
+            redo: None,
+        };
         let mut jobs = Vec::with_capacity(MAX_BATCH);
-        let mut batches = tokio::task::JoinSet::new();
-        while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            tracing::debug!(bookings = jobs.len(), "booking batch");
-            let (booker, batch) = (self.clone(), std::mem::take(&mut jobs));
-            // A task per batch: a bug that panics fails that batch's requests (their answers
-            // are dropped: 500), not the desk. The next batch starts once this one is
-            // answered; its snapshots are written meanwhile.
-            let (answered, batch_answered) = oneshot::channel();
-            batches.spawn(async move { booker.run(batch, answered).await });
-            let _ = batch_answered.await;
-            while let Some(finished) = batches.try_join_next() {
-                if let Err(e) = finished {
-                    tracing::error!(error = %e, "a booking batch panicked");
+        // Until the desk is dropped: then what is on its way is still answered.
+        let mut open = true;
+        loop {
+            let room = open && worker.has_room();
+            if let Some(first) = worker.in_flight.front_mut() {
+                tokio::select! {
+                    biased;
+                    outcome = &mut first.outcome => {
+                        let batch = worker.in_flight.pop_front().expect("the batch just polled");
+                        worker.settle(batch, outcome);
+                    }
+                    taken = queue.recv_many(&mut jobs, MAX_BATCH), if room => {
+                        if taken > 0 {
+                            worker.start(std::mem::take(&mut jobs)).await;
+                        } else {
+                            open = false;
+                        }
+                    }
                 }
+            } else if let Some(Redo {
+                mut jobs,
+                not_before,
+            }) = worker.redo.take()
+            {
+                tokio::time::sleep_until(not_before).await;
+                while jobs.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                worker.start(jobs).await;
+            } else if queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+                worker.start(std::mem::take(&mut jobs)).await;
+            } else {
+                return;
             }
         }
     }
+}
 
-    /// Decides and records `jobs` together, and answers each of them.
-    /// Says so on `answered` as soon as every job has its answer (or, failing, when it returns).
-    async fn run(&self, jobs: Vec<Job>, answered: oneshot::Sender<()>) {
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
+impl Worker {
+    /// Whether another batch may be decided now: not while the jobs of a batch that lost a race
+    /// wait to be decided again, and not beyond the pipeline's depth.
+    fn has_room(&self) -> bool {
+        let depth = if self.appender.is_some() { PIPELINE } else { 1 };
+        self.redo.is_none() && self.in_flight.len() < depth
+    }
+
+    /// Decides `jobs` together on the held streams (as the batches in flight leave them) and
+    /// sends their append.
+    async fn start(&mut self, jobs: Vec<Job>) {
+        let stats = &self.booker.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
             .bookings
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut streams = match self.load(&jobs).await {
-                Ok(streams) => streams,
-                Err(CommandError::Infrastructure(e)) => return fail_all(jobs, e),
-                Err(e) => return fail_all(jobs, Box::new(e)),
-            };
-            let mut decisions = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                decisions.push(self.decide(job, &mut streams).await);
+        // A bug that panics fails this batch's requests (their answers are dropped), not the
+        // desk. The held streams are only read while deciding: they stay as they were.
+        let decided = AssertUnwindSafe(self.booker.decide_all(&self.held, &jobs))
+            .catch_unwind()
+            .await;
+        let (streams, decisions) = match decided {
+            Ok(Ok(decided)) => decided,
+            Ok(Err(CommandError::Infrastructure(e))) => return fail_all(jobs, e),
+            Ok(Err(e)) => return fail_all(jobs, Box::new(e)),
+            Err(_) => {
+                tracing::error!(bookings = jobs.len(), "a booking batch panicked");
+                return;
             }
-            let events: Vec<&NewEvent> = decisions.iter().flat_map(Decision::events).collect();
-            // Even a batch that records nothing checks the streams it was refused on.
-            let unwritten = only_read(&streams.seen, &events);
-            let appended = append_checked(self.log.pool(), events, &unwritten).await;
-            match appended {
-                Ok(head) => {
-                    self.log.observed(head);
-                    self.hold(streams);
-                    return self.answer(jobs, decisions, head, answered).await;
-                }
-                Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, "a batch's streams moved; deciding again");
-                    self.let_go(&streams);
-                    self.stats.redecided.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(AppendError::Conflict) => break,
-                Err(AppendError::Database(e)) => return fail_all(jobs, Box::new(e)),
+        };
+        let events: Vec<&NewEvent> = decisions.iter().flat_map(Decision::events).collect();
+        // Even a batch that records nothing checks the streams it was refused on.
+        let unwritten = only_read(&streams.seen, &events);
+        let chain = Chain {
+            after: self.in_flight.back().map(|batch| batch.name),
+            batch: Uuid::new_v4(),
+        };
+        let outcome: Sent = match &mut self.appender {
+            Some(appender) => appender.send(&events, &unwritten, chain).await,
+            None => {
+                let appended = append_checked(self.booker.log.pool(), events, &unwritten).await;
+                Box::pin(std::future::ready(appended))
+            }
+        };
+        let touched = Touched {
+            slots: streams.slots.keys().copied().collect(),
+            lots: streams.lots.keys().copied().collect(),
+        };
+        // The next batch decides on these states; its append follows this one's, and records
+        // nothing unless this one was recorded.
+        self.held.hold(streams);
+        self.in_flight.push_back(InFlight {
+            jobs,
+            decisions,
+            touched,
+            name: chain.batch,
+            outcome,
+        });
+    }
+
+    /// A batch's append came back: answers its requests, or has them decided again.
+    fn settle(&mut self, batch: InFlight, outcome: Result<i64, AppendError>) {
+        let InFlight {
+            jobs,
+            decisions,
+            touched,
+            ..
+        } = batch;
+        match outcome {
+            Ok(head) => {
+                self.booker.log.observed(head);
+                self.booker.answer(jobs, decisions, head);
+            }
+            Err(AppendError::Conflict) => {
+                // A stream moved under the batch, or the batch it followed was not recorded
+                // (whose streams it then decided on): decided again on the streams as they are.
+                tracing::debug!(
+                    bookings = jobs.len(),
+                    "a batch's streams moved; deciding again"
+                );
+                self.held.let_go(&touched);
+                self.booker.stats.redecided.fetch_add(1, Ordering::Relaxed);
+                self.decide_again(jobs);
+            }
+            Err(AppendError::Database(e)) => self.failed(jobs, Box::new(e)),
+            Err(AppendError::Pipeline(e)) => self.failed(jobs, Box::new(e)),
+        }
+    }
+
+    /// The database failed a batch: whether it was recorded is unknown, so the desk forgets
+    /// every stream it holds.
+    fn failed(&mut self, jobs: Vec<Job>, error: BoxError) {
+        self.held = Held::default();
+        fail_all(jobs, error);
+    }
+
+    /// Queues `jobs` to be decided again, after those already waiting and before anything new,
+    /// after a short pause (racing nodes spread out); or answers `409 contention` to those that
+    /// have lost too many races.
+    fn decide_again(&mut self, jobs: Vec<Job>) {
+        let mut again = Vec::with_capacity(jobs.len());
+        let mut attempt = 1;
+        for mut job in jobs {
+            job.attempt += 1;
+            attempt = attempt.max(job.attempt);
+            if job.attempt > MAX_ATTEMPTS {
+                let contention = CommandError::Contention {
+                    aggregate: Slot::TYPE,
+                    id: job.request.slot_id.to_string(),
+                };
+                let _ = job.reply.send(Err(contention));
+            } else {
+                again.push(job);
             }
         }
+        if again.is_empty() {
+            return;
+        }
+        let not_before = tokio::time::Instant::now() + backoff(attempt - 1);
+        match &mut self.redo {
+            Some(redo) => {
+                redo.jobs.extend(again);
+                redo.not_before = redo.not_before.max(not_before);
+            }
+            None => {
+                self.redo = Some(Redo {
+                    jobs: again,
+                    not_before,
+                })
+            }
+        }
+    }
+}
+
+impl Booker {
+    /// Loads the batch's streams and decides each job in arrival order on them.
+    async fn decide_all(
+        &self,
+        held: &Held,
+        jobs: &[Job],
+    ) -> Result<(Streams, Vec<Decision>), CommandError> {
+        let mut streams = self.load(held, jobs).await?;
+        let mut decisions = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let contention = CommandError::Contention {
-                aggregate: Slot::TYPE,
-                id: job.request.slot_id.to_string(),
-            };
-            let _ = job.reply.send(Err(contention));
+            decisions.push(self.decide(job, &mut streams).await);
         }
+        Ok((streams, decisions))
     }
 
     /// The batch's slots, their lots, and the bookings its retried requests may have made
     /// already. Streams the desk holds are taken as it holds them, unread: the append checks
     /// that they have not moved (`Streams::seen`). The rest are read: the slots (with the
     /// retried requests' bookings), then the lots of those slots that the desk does not hold.
-    async fn load(&self, jobs: &[Job]) -> Result<Streams, CommandError> {
+    async fn load(&self, held: &Held, jobs: &[Job]) -> Result<Streams, CommandError> {
         let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
         let booking_ids = distinct(
             jobs.iter()
@@ -325,12 +511,9 @@ impl Booker {
                 .map(|job| job.ctx.new_id("booking")),
         );
         let booking_keys = keys(&booking_ids);
-        let (mut slots, mut lots) = {
-            let held = self.held.lock().expect("held streams");
-            let slots = Held::take_all(&held.slots, &slot_ids);
-            let lot_ids = distinct(slots.values().filter_map(lot_of));
-            (slots, Held::take_all(&held.lots, &lot_ids))
-        };
+        let mut slots = Held::take_all(&held.slots, &slot_ids);
+        let lot_ids = distinct(slots.values().filter_map(lot_of));
+        let mut lots = Held::take_all(&held.lots, &lot_ids);
         let unheld_slots: Vec<Uuid> = slot_ids
             .iter()
             .filter(|id| !slots.contains_key(id))
@@ -362,20 +545,6 @@ impl Booker {
                 .collect(),
             seen,
         })
-    }
-
-    /// After a batch found its streams moved: they are read again.
-    fn let_go(&self, streams: &Streams) {
-        let mut held = self.held.lock().expect("held streams");
-        Held::drop_all(&mut held.slots, streams.slots.keys().copied());
-        Held::drop_all(&mut held.lots, streams.lots.keys().copied());
-    }
-
-    /// After a batch was recorded: its streams as they now are in the store.
-    fn hold(&self, streams: Streams) {
-        let mut held = self.held.lock().expect("held streams");
-        Held::keep(&mut held.slots, streams.slots);
-        Held::keep(&mut held.lots, streams.lots);
     }
 
     /// Decides one job on `streams`, which then include its events.
@@ -471,15 +640,9 @@ impl Booker {
         })))
     }
 
-    /// After the batch was recorded (the log's head then was `head`): snapshots, positions,
-    /// and every answer.
-    async fn answer(
-        &self,
-        jobs: Vec<Job>,
-        decisions: Vec<Decision>,
-        head: i64,
-        answered: oneshot::Sender<()>,
-    ) {
+    /// After a batch was recorded (the log's head then was `head`): every answer, then, in a
+    /// task of their own, the snapshots that are due.
+    fn answer(self: &Arc<Self>, jobs: Vec<Job>, decisions: Vec<Decision>, head: i64) {
         let mut recorded = Vec::new();
         for (job, decision) in jobs.into_iter().zip(decisions) {
             let outcome = match decision {
@@ -494,15 +657,17 @@ impl Booker {
             // The client may have gone; its booking stands all the same.
             let _ = job.reply.send(outcome);
         }
-        let _ = answered.send(());
         // Snapshots only shorten later loads: they delay neither an answer nor the next batch.
-        for (recording, ctx) in recorded {
-            let Recording {
-                reserved, created, ..
-            } = *recording;
-            self.slots.recorded(reserved, head, &ctx).await;
-            self.bookings.recorded(created, head, &ctx).await;
-        }
+        let booker = self.clone();
+        tokio::spawn(async move {
+            for (recording, ctx) in recorded {
+                let Recording {
+                    reserved, created, ..
+                } = *recording;
+                booker.slots.recorded(reserved, head, &ctx).await;
+                booker.bookings.recorded(created, head, &ctx).await;
+            }
+        });
     }
 }
 

@@ -177,6 +177,9 @@ where
                 Err(AppendError::Database(e)) => {
                     return Err(CommandError::Infrastructure(Box::new(e)))
                 }
+                Err(AppendError::Pipeline(e)) => {
+                    return Err(CommandError::Infrastructure(Box::new(e)))
+                }
             }
         }
         Err(CommandError::Contention {

@@ -37,26 +37,42 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(e) => {
-            let code = e.code().unwrap_or_default();
-            // 08: connection exception; 53: insufficient resources (too many connections);
-            // 57P01-03: shutting down, crashed, starting up.
-            code.starts_with("08")
-                || code.starts_with("53")
-                                || code.starts_with("57P")
-                // A read-only transaction: right after a failover, before the new primary.
-                || code == "25006"
-                // Raised while connecting to a database closed to connections.
-                || (code == "55000" && e.message().contains("not currently accepting connections"))
+            unavailable_code(e.code().as_deref().unwrap_or_default(), e.message())
         }
         _ => false,
     }
 }
 
-/// [`is_unavailable`] for any error whose source chain holds a `sqlx::Error`.
+/// [`is_unavailable`] for the booking desk's own connection (`appender`). An error without a
+/// SQLSTATE there is the connection's (refused, closed, broken): its one statement is fixed.
+pub fn pipeline_is_unavailable(error: &tokio_postgres::Error) -> bool {
+    match error.as_db_error() {
+        Some(e) => unavailable_code(e.code().code(), e.message()),
+        None => true,
+    }
+}
+
+fn unavailable_code(code: &str, message: &str) -> bool {
+    // 08: connection exception; 53: insufficient resources (too many connections);
+    // 57P01-03: shutting down, crashed, starting up.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        // A read-only transaction: right after a failover, before the new primary.
+        || code == "25006"
+        // Raised while connecting to a database closed to connections.
+        || (code == "55000" && message.contains("not currently accepting connections"))
+}
+
+/// [`is_unavailable`] for any error whose source chain holds a `sqlx::Error` (or the desk's
+/// connection's error).
 pub fn chain_is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
-        if e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable) {
+        if e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable)
+            || e.downcast_ref::<tokio_postgres::Error>()
+                .is_some_and(pipeline_is_unavailable)
+        {
             return true;
         }
         next = e.source();

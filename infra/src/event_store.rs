@@ -442,6 +442,9 @@ pub enum AppendError {
     Conflict,
     #[error(transparent)]
     Database(sqlx::Error),
+    /// On the booking desk's own connection (`appender`).
+    #[error("the pipelined append failed: {0}")]
+    Pipeline(tokio_postgres::Error),
 }
 
 impl AppendError {
@@ -449,6 +452,7 @@ impl AppendError {
         match self {
             AppendError::Conflict => AggregateError::AggregateConflict,
             AppendError::Database(e) => AggregateError::DatabaseConnectionError(Box::new(e)),
+            AppendError::Pipeline(e) => AggregateError::DatabaseConnectionError(Box::new(e)),
         }
     }
 }
@@ -494,7 +498,8 @@ pub async fn append_checked<'a>(
     let read_sequences: Vec<i64> = seen.iter().map(|s| s.sequence).collect();
     let appended = sqlx::query_scalar(
         "SELECT parking_append_events($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])",
+                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
+                                      NULL, NULL)",
     )
     .bind(&kinds)
     .bind(&ids)

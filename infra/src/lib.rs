@@ -8,6 +8,7 @@
 //! It must never hold business rules: whatever it stores or sends, the domain decided.
 #![forbid(unsafe_code)]
 
+pub mod appender;
 pub mod clock;
 pub mod config;
 pub mod db;

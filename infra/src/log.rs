@@ -23,6 +23,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
+use crate::appender::AppendTarget;
 use crate::event_store::event_id;
 
 /// The channel the sequencer notifies (payload: the new head position).
@@ -175,6 +176,9 @@ pub struct EventLog {
     pool: PgPool,
     head: Arc<watch::Sender<i64>>,
     batching: Arc<Batching>,
+    /// Where the booking desk opens its connection for pipelined appends; without it, the desk
+    /// appends through the pool, one batch at a time.
+    pipelined: Option<AppendTarget>,
 }
 
 /// Group numbering: one sequencer call at a time per process, serving every caller whose
@@ -196,11 +200,26 @@ impl EventLog {
             pool,
             head: Arc::new(watch::Sender::new(0)),
             batching: Arc::default(),
+            pipelined: None,
+        }
+    }
+
+    /// This log, with the booking desk's appends pipelined on a connection to `target`
+    /// (`appender`), as the server runs.
+    pub fn pipelined(self, target: AppendTarget) -> Self {
+        Self {
+            pipelined: Some(target),
+            ..self
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Where pipelined appends go, if this log pipelines them.
+    pub fn append_target(&self) -> Option<&AppendTarget> {
+        self.pipelined.as_ref()
     }
 
     /// Numbers every committed, unnumbered event; returns a head position that covers every
