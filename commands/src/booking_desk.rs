@@ -27,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use futures::FutureExt;
@@ -39,6 +40,7 @@ use parking_infra::event_store::{append_checked, AppendError, NewEvent, Pending,
 use parking_infra::EventLog;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::bookings::{BookingRequest, CreatedBooking};
@@ -51,6 +53,11 @@ const MAX_BATCH: usize = 64;
 /// At most this many batches on their way to the log at once: one committing while the next
 /// waits behind it in the database.
 const PIPELINE: usize = 2;
+/// The share of an append's recent round trip after which the next batch is decided while it
+/// is on its way (`Worker::next_batch_at`). Measured on this project's machine: 0 gave
+/// batches of 4.5 bookings at 16 clients; from about 0.6 of the round trip on, 7, with 10 %
+/// less CPU per booking and more bookings per second.
+const LINGER: f64 = 0.6;
 
 type Outcome = Result<CreatedBooking, CommandError>;
 
@@ -275,12 +282,13 @@ struct InFlight {
     /// Its name, for the batch decided after it to follow (`Chain`).
     name: Uuid,
     outcome: Sent,
+    sent_at: Instant,
 }
 
 /// Jobs to decide again, not before a pause.
 struct Redo {
     jobs: Vec<Job>,
-    not_before: tokio::time::Instant,
+    not_before: Instant,
 }
 
 /// The desk's worker: it decides one batch at a time, in arrival order, and has up to
@@ -292,6 +300,8 @@ struct Worker {
     /// answered before the next is decided.
     appender: Option<Appender>,
     in_flight: VecDeque<InFlight>,
+    /// How long appends have recently taken to come back, from sent to settled.
+    round_trip: Duration,
     /// Jobs of batches that lost a race, decided again (first) once nothing is in flight.
     redo: Option<Redo>,
 }
@@ -306,6 +316,7 @@ impl Booker {
             held: Held::default(),
             appender,
             in_flight: VecDeque::new(),
+            round_trip: Duration::ZERO,
             redo: None,
         };
         let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -313,6 +324,8 @@ impl Booker {
         let mut open = true;
         loop {
             let room = open && worker.has_room();
+            let at = worker.next_batch_at();
+            let due = at <= Instant::now();
             if let Some(first) = worker.in_flight.front_mut() {
                 tokio::select! {
                     biased;
@@ -320,7 +333,8 @@ impl Booker {
                         let batch = worker.in_flight.pop_front().expect("the batch just polled");
                         worker.settle(batch, outcome);
                     }
-                    taken = queue.recv_many(&mut jobs, MAX_BATCH), if room => {
+                    () = tokio::time::sleep_until(at), if room && !due => {}
+                    taken = queue.recv_many(&mut jobs, MAX_BATCH), if room && due => {
                         if taken > 0 {
                             worker.start(std::mem::take(&mut jobs)).await;
                         } else {
@@ -356,6 +370,18 @@ impl Worker {
     fn has_room(&self) -> bool {
         let depth = if self.appender.is_some() { PIPELINE } else { 1 };
         self.redo.is_none() && self.in_flight.len() < depth
+    }
+
+    /// When the next batch may be decided. With nothing on its way, at once. Otherwise a little
+    /// before the last batch sent is due back ([`LINGER`] of the recent round trips): its
+    /// follower then waits in the server for less time than it would otherwise wait at the desk,
+    /// and takes in the requests that arrive meanwhile. (Deciding at once, measured: batches of
+    /// 4.5 instead of 7, and more CPU per booking for no more bookings.)
+    fn next_batch_at(&self) -> Instant {
+        match self.in_flight.back() {
+            Some(last) => last.sent_at + self.round_trip.mul_f64(LINGER),
+            None => Instant::now(),
+        }
     }
 
     /// Decides `jobs` together on the held streams (as the batches in flight leave them) and
@@ -407,11 +433,15 @@ impl Worker {
             touched,
             name: chain.batch,
             outcome,
+            sent_at: Instant::now(),
         });
     }
 
     /// A batch's append came back: answers its requests, or has them decided again.
     fn settle(&mut self, batch: InFlight, outcome: Result<i64, AppendError>) {
+        // A moving average over about the last eight batches.
+        let took = batch.sent_at.elapsed();
+        self.round_trip = (self.round_trip * 7 + took) / 8;
         let InFlight {
             jobs,
             decisions,
@@ -468,7 +498,7 @@ impl Worker {
         if again.is_empty() {
             return;
         }
-        let not_before = tokio::time::Instant::now() + backoff(attempt - 1);
+        let not_before = Instant::now() + backoff(attempt - 1);
         match &mut self.redo {
             Some(redo) => {
                 redo.jobs.extend(again);

@@ -1,7 +1,8 @@
 //! Benchmark of the event pipeline, end to end, in one run:
 //!
 //! 1. booking commands per second over HTTP at 16 clients, next to raw single-row PostgreSQL
-//!    inserts at 16 connections measured in the same run on the same database server (ratio);
+//!    inserts at 16 connections measured in the same run on the same database server (ratio;
+//!    each inserting client holds its connection, so an insert is one round trip);
 //! 2. the lag from a booking's acknowledgement to the read models showing it (p50/p99): every
 //!    25th booking, its client reads it back with `X-Min-Position` at once and times the
 //!    interval from the 201 to that answer (so the figure includes one `GET` under load);
@@ -155,11 +156,14 @@ async fn raw_inserts(database_url: &str, clients: u64, seconds: u64) -> anyhow::
         .map(|_| {
             let (pool, done) = (pool.clone(), done.clone());
             tokio::spawn(async move {
+                // Held for the whole load: through the pool, each insert would also pay the
+                // ping sqlx sends before handing out a connection (`test_before_acquire`).
+                let mut db = pool.acquire().await.expect("a connection");
                 while Instant::now() < deadline {
                     sqlx::query("INSERT INTO bench_raw (id, payload) VALUES ($1, $2)")
                         .bind(Uuid::new_v4())
                         .bind(serde_json::json!({"kind": "bench", "n": 1}))
-                        .execute(&pool)
+                        .execute(&mut *db)
                         .await
                         .expect("insert");
                     done.fetch_add(1, Ordering::Relaxed);
