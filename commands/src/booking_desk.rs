@@ -342,12 +342,17 @@ impl Booker {
                         }
                     }
                 }
-            } else if let Some(Redo {
-                mut jobs,
-                not_before,
-            }) = worker.redo.take()
-            {
-                tokio::time::sleep_until(not_before).await;
+            } else if let Some(mut redo) = worker.redo.take() {
+                tokio::time::sleep_until(redo.not_before).await;
+                // A batch at most; the rest, next (they still go before anything new).
+                let mut jobs = if redo.jobs.len() > MAX_BATCH {
+                    let rest = redo.jobs.split_off(MAX_BATCH);
+                    let first = std::mem::replace(&mut redo.jobs, rest);
+                    worker.redo = Some(redo);
+                    first
+                } else {
+                    redo.jobs
+                };
                 while jobs.len() < MAX_BATCH {
                     match queue.try_recv() {
                         Ok(job) => jobs.push(job),
