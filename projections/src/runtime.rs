@@ -31,6 +31,13 @@ const BATCH: i64 = 1000;
 const CHECKPOINT_POLL: Duration = Duration::from_millis(250);
 /// How long an idle projection waits for news before looking at the log anyway.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// After a step that caught up, the next starts no sooner than this after it. Under load the
+/// log moves with every booking batch (about 700 times a second on the project's machine), and
+/// a step is six round trips whatever it applies: spaced, a step applies more events for the
+/// same cost. Measured (docs/benchmarks.md, fifth session): 13 % less CPU per booking and 8 %
+/// more bookings/s, for 2–4 ms more from a write to its read model (p99 12.5 ms). A quiet log
+/// is not slowed: its next step comes long after the last.
+const STEP_SPACING: Duration = Duration::from_millis(5);
 
 /// The checkpoint row of a projection.
 pub fn consumer(projection: &str) -> String {
@@ -196,6 +203,7 @@ impl Projections {
     async fn run(self, source: Arc<dyn EventSource>) {
         let mut set_aside: Vec<Option<SetAside>> = vec![None; self.runners.len()];
         let mut pending_checkpoints = true;
+        let mut last_step = tokio::time::Instant::now();
         loop {
             if pending_checkpoints {
                 pending_checkpoints = false;
@@ -223,6 +231,7 @@ impl Projections {
             // every step found nothing half the time under load: four round trips wasted.)
             let mut more = false;
             if !healthy.is_empty() {
+                last_step = tokio::time::Instant::now();
                 match step(&self.pool, &healthy, source.as_ref()).await {
                     Ok(stepped) => more = stepped == Stepped::Full,
                     Err(e) => {
@@ -272,6 +281,7 @@ impl Projections {
                     .unwrap_or(IDLE_POLL)
                     .min(IDLE_POLL);
                 source.wait(at, patience).await;
+                tokio::time::sleep_until(last_step + STEP_SPACING).await;
             }
         }
     }
