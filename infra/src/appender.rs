@@ -33,6 +33,11 @@ impl AppendTarget {
     pub fn parse(database_url: &SecretString) -> Result<Self, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::from_str(database_url.expose_secret())?;
         config.application_name("parking-booking-desk");
+        // As the pool's acquire timeout: an unreachable database fails the batch (503) instead
+        // of holding the desk.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         Ok(Self(Arc::new(config)))
     }
 }
