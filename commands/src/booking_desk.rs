@@ -469,8 +469,7 @@ impl Worker {
                 self.booker.stats.redecided.fetch_add(1, Ordering::Relaxed);
                 self.decide_again(jobs);
             }
-            Err(AppendError::Database(e)) => self.failed(jobs, Box::new(e)),
-            Err(AppendError::Pipeline(e)) => self.failed(jobs, Box::new(e)),
+            Err(AppendError::Database(e)) => self.failed(jobs, e),
         }
     }
 

@@ -174,12 +174,7 @@ where
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(AppendError::Conflict) => break,
-                Err(AppendError::Database(e)) => {
-                    return Err(CommandError::Infrastructure(Box::new(e)))
-                }
-                Err(AppendError::Pipeline(e)) => {
-                    return Err(CommandError::Infrastructure(Box::new(e)))
-                }
+                Err(AppendError::Database(e)) => return Err(CommandError::Infrastructure(e)),
             }
         }
         Err(CommandError::Contention {

@@ -20,7 +20,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
-use crate::event_store::{AppendError, NewEvent, Seen};
+use crate::event_store::{AppendArrays, AppendError, NewEvent, Seen};
 
 const APPEND: &str =
     "SELECT parking_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -94,7 +94,7 @@ impl Appender {
                 .query_one(&statement, &params.as_sql())
                 .await
                 .map_err(conflict_or_failure)?;
-            row.try_get(0).map_err(AppendError::Pipeline)
+            row.try_get(0).map_err(failure)
         });
         // Its first poll queues the statement (tokio-postgres encodes and sends it before it
         // first waits): from here on its place in the order is taken.
@@ -113,7 +113,7 @@ impl Appender {
             self.link = None;
         }
         if self.link.is_none() {
-            self.link = Some(self.connect().await.map_err(AppendError::Pipeline)?);
+            self.link = Some(self.connect().await.map_err(failure)?);
         }
         Ok(self.link.as_ref().expect("connected just above"))
     }
@@ -151,16 +151,7 @@ impl Appender {
 
 /// The statement's parameters, owned: the append outlives the batch's borrow.
 struct Params {
-    kinds: Vec<&'static str>,
-    ids: Vec<String>,
-    sequences: Vec<i64>,
-    event_types: Vec<String>,
-    versions: Vec<String>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-    read_kinds: Vec<&'static str>,
-    read_ids: Vec<String>,
-    read_sequences: Vec<i64>,
+    arrays: AppendArrays,
     after: Option<String>,
     batch: String,
 }
@@ -168,33 +159,25 @@ struct Params {
 impl Params {
     fn new(events: &[&NewEvent], seen: &[Seen], chain: Chain) -> Self {
         Self {
-            kinds: events.iter().map(|e| e.aggregate_type).collect(),
-            ids: events.iter().map(|e| e.aggregate_id.clone()).collect(),
-            sequences: events.iter().map(|e| e.sequence).collect(),
-            event_types: events.iter().map(|e| e.event_type.clone()).collect(),
-            versions: events.iter().map(|e| e.event_version.clone()).collect(),
-            payloads: events.iter().map(|e| e.payload.clone()).collect(),
-            metadata: events.iter().map(|e| e.metadata.clone()).collect(),
-            read_kinds: seen.iter().map(|s| s.aggregate_type).collect(),
-            read_ids: seen.iter().map(|s| s.aggregate_id.clone()).collect(),
-            read_sequences: seen.iter().map(|s| s.sequence).collect(),
+            arrays: AppendArrays::new(events.iter().copied(), seen),
             after: chain.after.map(|id| id.to_string()),
             batch: chain.batch.to_string(),
         }
     }
 
     fn as_sql(&self) -> [&(dyn ToSql + Sync); 12] {
+        let a = &self.arrays;
         [
-            &self.kinds,
-            &self.ids,
-            &self.sequences,
-            &self.event_types,
-            &self.versions,
-            &self.payloads,
-            &self.metadata,
-            &self.read_kinds,
-            &self.read_ids,
-            &self.read_sequences,
+            &a.kinds,
+            &a.ids,
+            &a.sequences,
+            &a.event_types,
+            &a.versions,
+            &a.payloads,
+            &a.metadata,
+            &a.read_kinds,
+            &a.read_ids,
+            &a.read_sequences,
             &self.after,
             &self.batch,
         ]
@@ -205,6 +188,10 @@ fn conflict_or_failure(error: tokio_postgres::Error) -> AppendError {
     if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         AppendError::Conflict
     } else {
-        AppendError::Pipeline(error)
+        failure(error)
     }
+}
+
+fn failure(error: tokio_postgres::Error) -> AppendError {
+    AppendError::Database(Box::new(error))
 }

@@ -440,19 +440,51 @@ pub enum AppendError {
     /// was appended.
     #[error("a concurrent command appended to the stream first")]
     Conflict,
+    /// The database failed the statement: the driver's error as it is (`sqlx::Error` through
+    /// the pool, `tokio_postgres::Error` on the booking desk's own connection, `appender`), so
+    /// that `db::chain_is_unavailable` recognizes an outage.
     #[error(transparent)]
-    Database(sqlx::Error),
-    /// On the booking desk's own connection (`appender`).
-    #[error("the pipelined append failed: {0}")]
-    Pipeline(tokio_postgres::Error),
+    Database(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl AppendError {
     fn into_aggregate_error<E: std::error::Error>(self) -> AggregateError<E> {
         match self {
             AppendError::Conflict => AggregateError::AggregateConflict,
-            AppendError::Database(e) => AggregateError::DatabaseConnectionError(Box::new(e)),
-            AppendError::Pipeline(e) => AggregateError::DatabaseConnectionError(Box::new(e)),
+            AppendError::Database(e) => AggregateError::DatabaseConnectionError(e),
+        }
+    }
+}
+
+/// The arguments of `parking_append_events`, one array per column: the events to append, then
+/// the streams to check (`seen`).
+pub(crate) struct AppendArrays {
+    pub kinds: Vec<&'static str>,
+    pub ids: Vec<String>,
+    pub sequences: Vec<i64>,
+    pub event_types: Vec<String>,
+    pub versions: Vec<String>,
+    pub payloads: Vec<String>,
+    pub metadata: Vec<String>,
+    pub read_kinds: Vec<&'static str>,
+    pub read_ids: Vec<String>,
+    pub read_sequences: Vec<i64>,
+}
+
+impl AppendArrays {
+    pub fn new<'a>(events: impl IntoIterator<Item = &'a NewEvent>, seen: &[Seen]) -> Self {
+        let events: Vec<&NewEvent> = events.into_iter().collect();
+        Self {
+            kinds: events.iter().map(|e| e.aggregate_type).collect(),
+            ids: events.iter().map(|e| e.aggregate_id.clone()).collect(),
+            sequences: events.iter().map(|e| e.sequence).collect(),
+            event_types: events.iter().map(|e| e.event_type.clone()).collect(),
+            versions: events.iter().map(|e| e.event_version.clone()).collect(),
+            payloads: events.iter().map(|e| e.payload.clone()).collect(),
+            metadata: events.iter().map(|e| e.metadata.clone()).collect(),
+            read_kinds: seen.iter().map(|s| s.aggregate_type).collect(),
+            read_ids: seen.iter().map(|s| s.aggregate_id.clone()).collect(),
+            read_sequences: seen.iter().map(|s| s.sequence).collect(),
         }
     }
 }
@@ -485,32 +517,22 @@ pub async fn append_checked<'a>(
     events: impl IntoIterator<Item = &'a NewEvent>,
     seen: &[Seen],
 ) -> Result<i64, AppendError> {
-    let events: Vec<&NewEvent> = events.into_iter().collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-    let read_kinds: Vec<&str> = seen.iter().map(|s| s.aggregate_type).collect();
-    let read_ids: Vec<&str> = seen.iter().map(|s| s.aggregate_id.as_str()).collect();
-    let read_sequences: Vec<i64> = seen.iter().map(|s| s.sequence).collect();
+    let arrays = AppendArrays::new(events, seen);
     let appended = sqlx::query_scalar(
         "SELECT parking_append_events($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                                       $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
                                       NULL, NULL)",
     )
-    .bind(&kinds)
-    .bind(&ids)
-    .bind(&sequences)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .bind(&read_kinds)
-    .bind(&read_ids)
-    .bind(&read_sequences)
+    .bind(&arrays.kinds)
+    .bind(&arrays.ids)
+    .bind(&arrays.sequences)
+    .bind(&arrays.event_types)
+    .bind(&arrays.versions)
+    .bind(&arrays.payloads)
+    .bind(&arrays.metadata)
+    .bind(&arrays.read_kinds)
+    .bind(&arrays.read_ids)
+    .bind(&arrays.read_sequences)
     .fetch_one(pool)
     .await;
     match appended {
@@ -518,7 +540,7 @@ pub async fn append_checked<'a>(
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
             Err(AppendError::Conflict)
         }
-        Err(e) => Err(AppendError::Database(e)),
+        Err(e) => Err(AppendError::Database(Box::new(e))),
     }
 }
 
