@@ -251,10 +251,9 @@ impl<A: Aggregate> PgEventStore<A> {
     /// Stores `aggregate` as the state after `sequence`. A newer snapshot is never replaced by
     /// an older one. Failure only costs a longer replay next time, so it is logged, not raised.
     async fn save_snapshot(&self, aggregate_id: &str, aggregate: &A, sequence: usize, schema: i32) {
-        let payload = match serde_json::to_value(aggregate) {
-            Ok(payload) => payload,
-            Err(e) => return tracing::warn!(error = %e, aggregate_id, "snapshot not serializable"),
-        };
+        // Printed straight into the statement's buffer, not built as a `serde_json::Value` first:
+        // a slot's snapshot is its whole calendar. (An aggregate that cannot be printed fails
+        // the statement as an encoding error, logged below.)
         let saved = sqlx::query(
             "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, sequence, schema_version, payload)
              VALUES ($1, $2, $3, $4, $5)
@@ -268,7 +267,7 @@ impl<A: Aggregate> PgEventStore<A> {
         .bind(aggregate_id)
         .bind(sequence as i64)
         .bind(schema)
-        .bind(payload)
+        .bind(sqlx::types::Json(aggregate))
         .execute(&self.pool)
         .await;
         if let Err(e) = saved {
