@@ -347,3 +347,55 @@ async fn several_streams_load_in_one_call_exactly_as_each_alone() {
     assert_eq!(together[1].aggregate, Slot::default());
     assert!(store.load_many(&[]).await.unwrap().is_empty());
 }
+
+/// A slot with many reservations ahead has a snapshot large enough to be compressed: it is
+/// stored with LZ4 (migration 0010) and loads as a full replay does.
+#[tokio::test]
+async fn a_large_snapshot_is_compressed_with_lz4_and_loads_as_a_replay() {
+    let app = spawn_app().await;
+    let bus = Bus::new(PgEventStore::<Slot>::new(app.db.clone(), EVERY_FIVE), ());
+    let slot_id = Uuid::new_v4().to_string();
+    let ctx = CommandContext::for_request(None, "test".into(), at(0));
+    let register = SlotCommand::Register {
+        lot_id: Uuid::new_v4(),
+        label: "A1".into(),
+        slot_type: SlotType::Standard,
+    };
+    bus.execute(&slot_id, register, &ctx).await.unwrap();
+    // 60 hours booked ahead, none ended: the calendar, and so the snapshot, holds them all.
+    for hour in 1..=60i64 {
+        let reserve = SlotCommand::Reserve {
+            booking_id: Uuid::new_v4(),
+            range: TimeRange::new(at(hour), at(hour + 1)).unwrap(),
+            hold_until: None,
+            now: at(0),
+        };
+        bus.execute(&slot_id, reserve, &ctx).await.unwrap();
+    }
+
+    let (size, compression): (i32, Option<String>) = sqlx::query_as(
+        "SELECT octet_length(payload::text), pg_column_compression(payload)::text
+           FROM aggregate_snapshots WHERE aggregate_id = $1",
+    )
+    .bind(&slot_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        size > 4096,
+        "a snapshot of {size} bytes is too small to compress"
+    );
+    assert_eq!(compression.as_deref(), Some("lz4"));
+
+    let from_snapshot = PgEventStore::<Slot>::new(app.db.clone(), EVERY_FIVE)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
+    let replayed = PgEventStore::<Slot>::new(app.db.clone(), Snapshots::Never)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
+    assert_eq!(from_snapshot.current_snapshot, Some(60));
+    assert_eq!(from_snapshot.aggregate, replayed.aggregate);
+    assert_eq!(from_snapshot.aggregate.reservations.len(), 60);
+}
