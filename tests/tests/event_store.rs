@@ -103,10 +103,12 @@ fn at(hour: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap() + Duration::hours(hour)
 }
 
-/// Drives one slot through a registration, reservations (some refused as overlapping, some
-/// with lapsing holds) and releases, with snapshots every 5 events, so that loads start from
-/// snapshots taken in every kind of state.
-async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String {
+/// A new slot, registered through a command bus with `snapshots`; the bus and the context of
+/// its commands (at hour 0).
+async fn registered_slot(
+    app: &parking_tests::TestApp,
+    snapshots: Snapshots,
+) -> (Bus<Slot>, String, CommandContext) {
     let bus = Bus::new(PgEventStore::<Slot>::new(app.db.clone(), snapshots), ());
     let slot_id = Uuid::new_v4().to_string();
     let ctx = CommandContext::for_request(None, "test".into(), at(0));
@@ -116,6 +118,14 @@ async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String
         slot_type: SlotType::Standard,
     };
     bus.execute(&slot_id, register, &ctx).await.unwrap();
+    (bus, slot_id, ctx)
+}
+
+/// Drives one slot through a registration, reservations (some refused as overlapping, some
+/// with lapsing holds) and releases, with snapshots every 5 events, so that loads start from
+/// snapshots taken in every kind of state.
+async fn busy_slot(app: &parking_tests::TestApp, snapshots: Snapshots) -> String {
+    let (bus, slot_id, ctx) = registered_slot(app, snapshots).await;
     for i in 0..40i64 {
         let booking_id = Uuid::from_u128(i as u128 + 1);
         // Time moves on by an hour per booking, so older reservations end and get pruned.
@@ -353,15 +363,7 @@ async fn several_streams_load_in_one_call_exactly_as_each_alone() {
 #[tokio::test]
 async fn a_large_snapshot_is_compressed_with_lz4_and_loads_as_a_replay() {
     let app = spawn_app().await;
-    let bus = Bus::new(PgEventStore::<Slot>::new(app.db.clone(), EVERY_FIVE), ());
-    let slot_id = Uuid::new_v4().to_string();
-    let ctx = CommandContext::for_request(None, "test".into(), at(0));
-    let register = SlotCommand::Register {
-        lot_id: Uuid::new_v4(),
-        label: "A1".into(),
-        slot_type: SlotType::Standard,
-    };
-    bus.execute(&slot_id, register, &ctx).await.unwrap();
+    let (bus, slot_id, ctx) = registered_slot(&app, EVERY_FIVE).await;
     // 60 hours booked ahead, none ended: the calendar, and so the snapshot, holds them all.
     for hour in 1..=60i64 {
         let reserve = SlotCommand::Reserve {
