@@ -11,10 +11,10 @@
 //!
 //! The server is the real `Application` (in this process, on a free port), against a fresh
 //! database, with the relay publishing to a tansu broker started for the run (`.tools/`, see
-//! `scripts/broker.sh`). 16 clients each book their own slots back to back (no conflicts), so
-//! the booking figure is the command path's cost: HTTP, JWT, two aggregates (slot calendar,
-//! booking) decided and recorded with their numbering, answered once recorded; the read models
-//! follow in the background. Client, server, broker and database share this machine's cores.
+//! `scripts/broker.sh`). 16 clients, each on an HTTP/1.1 connection of its own (`Client`),
+//! book their own slots back to back (no conflicts), so the booking figure is the command
+//! path's cost: HTTP, JWT, two aggregates (slot calendar, booking) decided and recorded with
+//! their numbering, answered once recorded; the read models follow in the background. Client, server, broker and database share this machine's cores.
 //!
 //! Run: `cargo run --release --locked --bin bench-pipeline`
 //! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16; `BENCH_ROUNDS`, default 1: the
