@@ -27,6 +27,7 @@ use crate::throttle::LoginThrottle;
 pub struct Application {
     port: u16,
     server: Server,
+    log: EventLog,
 }
 
 /// The write side, appending to `log`.
@@ -108,11 +109,16 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "listening");
-        Ok(Self { port, server })
+        Ok(Self { port, server, log })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's event log, whose head its projectors (and its relay) follow.
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

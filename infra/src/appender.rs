@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -71,6 +72,9 @@ pub struct Appender {
 struct Link {
     client: Arc<Client>,
     append: Statement,
+    /// Set by an append that failed other than by losing a race: the next one connects again
+    /// rather than find out the same way (the client may not know yet that it is closed).
+    broken: Arc<AtomicBool>,
 }
 
 impl Appender {
@@ -84,8 +88,12 @@ impl Appender {
     ///
     /// [`append_checked`]: crate::event_store::append_checked
     pub async fn send(&mut self, events: &[&NewEvent], seen: &[Seen], chain: Chain) -> Sent {
-        let (client, statement) = match self.link().await {
-            Ok(link) => (link.client.clone(), link.append.clone()),
+        let (client, statement, broken) = match self.link().await {
+            Ok(link) => (
+                link.client.clone(),
+                link.append.clone(),
+                link.broken.clone(),
+            ),
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         let params = Params::new(events, seen, chain);
@@ -93,7 +101,15 @@ impl Appender {
             let row = client
                 .query_one(&statement, &params.as_sql())
                 .await
-                .map_err(conflict_or_failure)?;
+                .map_err(|e| {
+                    let failed = conflict_or_failure(e);
+                    // Anything but a lost race may have ended the connection (a server that
+                    // terminates it answers first): the next append connects again.
+                    if !matches!(failed, AppendError::Conflict) {
+                        broken.store(true, Ordering::Relaxed);
+                    }
+                    failed
+                })?;
             row.try_get(0).map_err(failure)
         });
         // Its first poll queues the statement (tokio-postgres encodes and sends it before it
@@ -108,7 +124,7 @@ impl Appender {
         if self
             .link
             .as_ref()
-            .is_some_and(|link| link.client.is_closed())
+            .is_some_and(|link| link.client.is_closed() || link.broken.load(Ordering::Relaxed))
         {
             self.link = None;
         }
@@ -145,6 +161,7 @@ impl Appender {
         Ok(Link {
             client: Arc::new(client),
             append,
+            broken: Arc::default(),
         })
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use parking_api::Application;
-use parking_infra::Config;
+use parking_infra::{Config, EventLog};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -34,6 +34,9 @@ pub struct TestApp {
     /// A pool on the test's own database, to look at what the app stored.
     pub db: PgPool,
     pub database_url: String,
+    /// The event log of a server started in this process (one listener on the database keeps
+    /// its head); `None` for a server in a process of its own.
+    pub log: Option<EventLog>,
     /// The highest `X-Event-Position` this client was answered with. Its `GET`s send it as
     /// `X-Min-Position`, as a client app that reads its own writes does: writes answer once
     /// recorded, and the read models follow.
@@ -112,8 +115,12 @@ async fn spawn_node(database_url: String, settings: &[(&'static str, &str)]) -> 
     parking_infra::telemetry::init(parking_infra::telemetry::LogFormat::Pretty);
     let app = Application::build(&config).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let log = app.log().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp::connect(address, database_url).await
+    TestApp {
+        log: Some(log),
+        ..TestApp::connect(address, database_url).await
+    }
 }
 
 /// A new, empty database (`parking_test_<uuid>`); returns its URL.
@@ -264,6 +271,7 @@ impl TestApp {
                 .expect("connect to test database"),
             database_url,
             seen: std::sync::atomic::AtomicI64::new(0),
+            log: None,
         }
     }
 
@@ -421,8 +429,7 @@ impl TestApp {
         ]);
         let config = Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
         let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
-        let commands =
-            parking_api::startup::commands(&parking_infra::EventLog::new(self.db.clone()), &config);
+        let commands = parking_api::startup::commands(&EventLog::new(self.db.clone()), &config);
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),

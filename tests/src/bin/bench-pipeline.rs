@@ -33,7 +33,6 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use parking_infra::config::KafkaConfig;
 use parking_infra::relay::Relay;
-use parking_infra::EventLog;
 use parking_tests::kafka::Broker;
 use parking_tests::{hours_from_now, spawn_app_with};
 use sqlx::postgres::PgPoolOptions;
@@ -348,8 +347,10 @@ async fn run() -> anyhow::Result<()> {
         ])
         .await,
     );
-    let log = EventLog::new(app.db.clone());
-    tokio::spawn(log.clone().watch());
+    // The server's own log, as its in-server relay would follow it, not a second one with a
+    // listener of its own (`RELAY_ENABLED=false` leaves the relay to this bench, which starts
+    // it again on a fresh broker for 3.).
+    let log = app.log.clone().expect("a server in this process");
     // BENCH_NO_RELAY=1 leaves the relay (and the broker's work) out of the booking load, to see
     // what publishing costs the command path.
     let live_relay = (env("BENCH_NO_RELAY", 0) == 0)
