@@ -2,7 +2,11 @@
 //! keys, partitions, the JSON envelope and the CloudEvents 1.0 binary-mode headers; and the
 //! client settings every producer and consumer of ours uses.
 
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -221,6 +225,52 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// The relay's producer, configured by [`producer_config`].
+pub type Producer = FutureProducer<ProducerContext>;
+
+/// A producer with the settings of [`producer_config`].
+pub fn producer(kafka: &KafkaConfig) -> KafkaResult<Producer> {
+    producer_config(kafka).create_with_context(ProducerContext)
+}
+
+/// Our producers' librdkafka context: its log lines go to `tracing` (target `librdkafka`) at
+/// their own level, as rdkafka's default context sends them, with one exception (see
+/// [`log_level`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProducerContext;
+
+impl ClientContext for ProducerContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match log_level(level, facility, message) {
+            tracing::Level::ERROR => tracing::error!(target: "librdkafka", "{facility} {message}"),
+            tracing::Level::WARN => tracing::warn!(target: "librdkafka", "{facility} {message}"),
+            tracing::Level::INFO => tracing::info!(target: "librdkafka", "{facility} {message}"),
+            _ => tracing::debug!(target: "librdkafka", "{facility} {message}"),
+        }
+    }
+}
+
+/// The level a librdkafka log line is logged at: its own, except for the configuration warning
+/// every producer with `enable.gapless.guarantee` gets ("experimental"). We set that property
+/// on purpose, so at every start of the relay it would be a warning nobody can act on; it is
+/// logged at `debug`.
+fn log_level(level: RDKafkaLogLevel, facility: &str, message: &str) -> tracing::Level {
+    match level {
+        RDKafkaLogLevel::Warning
+            if facility == "CONFWARN" && message.contains("enable.gapless.guarantee") =>
+        {
+            tracing::Level::DEBUG
+        }
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::Level::ERROR,
+        RDKafkaLogLevel::Warning => tracing::Level::WARN,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::Level::INFO,
+        RDKafkaLogLevel::Debug => tracing::Level::DEBUG,
+    }
+}
+
 /// Settings shared by our consumers: quick group joins and explicit offset management.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -260,6 +310,24 @@ mod tests {
                 String::from_utf8_lossy(key)
             );
         }
+    }
+
+    #[test]
+    fn only_the_expected_configuration_warning_is_quieted() {
+        let gapless = "Configuration property enable.gapless.guarantee is experimental: When set \
+                       to `true`, any error that could result in a gap in the produced message \
+                       series when a batch of messages fails, will raise a fatal error";
+        let other = "Configuration property queue.buffering.max.ms is deprecated";
+        let down = "1/1 brokers are down";
+        use RDKafkaLogLevel::{Error, Warning};
+        assert_eq!(
+            log_level(Warning, "CONFWARN", gapless),
+            tracing::Level::DEBUG
+        );
+        assert_eq!(log_level(Warning, "CONFWARN", other), tracing::Level::WARN);
+        assert_eq!(log_level(Warning, "FAIL", gapless), tracing::Level::WARN);
+        assert_eq!(log_level(Error, "CONFWARN", gapless), tracing::Level::ERROR);
+        assert_eq!(log_level(Error, "FAIL", down), tracing::Level::ERROR);
     }
 
     #[test]

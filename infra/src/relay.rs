@@ -22,7 +22,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sqlx::Connection;
 
@@ -101,7 +101,7 @@ impl Relay {
         tracing::info!(brokers = %self.kafka.brokers, "relay active");
         let started = Instant::now();
 
-        let producer: FutureProducer = kafka::producer_config(&self.kafka).create()?;
+        let producer = kafka::producer(&self.kafka)?;
         ensure_topics(&self.kafka).await?;
         let partitions = partition_counts(&producer).await?;
         if standing_by {
@@ -260,7 +260,7 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RelayError> {
 }
 
 /// The number of partitions of each event topic, as the cluster has them.
-async fn partition_counts(producer: &FutureProducer) -> Result<HashMap<String, i32>, RelayError> {
+async fn partition_counts(producer: &kafka::Producer) -> Result<HashMap<String, i32>, RelayError> {
     let producer = producer.clone();
     tokio::task::spawn_blocking(move || {
         let metadata = producer
