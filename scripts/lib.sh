@@ -71,6 +71,24 @@ ensure_tansu() {
   echo "$TANSU_VERSION" >"$TOOLS_DIR/tansu.version"
 }
 
+# Debian packages the build and the tests need: libssl-dev and pkg-config (rdkafka's TLS links
+# the system OpenSSL), openssl and socat (the TLS relay tests put a TLS proxy with a certificate
+# of their own in front of a broker). Installed with apt-get only when missing.
+ensure_packages() {
+  local missing=() command package
+  for pair in openssl:openssl socat:socat pkg-config:pkg-config; do
+    command=${pair%%:*} package=${pair##*:}
+    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+  done
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (apt-get)"
+  local sudo=
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 broker_ready() {
   (exec 3<>"/dev/tcp/$KAFKA_HOST/$KAFKA_PORT") 2>/dev/null
 }

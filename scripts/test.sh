@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, then every unit and end-to-end test of the workspace
 # against the local PostgreSQL, which it starts if it is down, and real Kafka-protocol brokers
-# (tansu, built once per machine into .tools/; each relay test starts its own). One build,
-# debug profile.
+# (tansu, built once per machine into .tools/; each relay test starts its own, some behind a
+# TLS proxy). Installs the Debian packages it needs if missing. One build, debug profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+ensure_packages
 ensure_postgres
 ensure_tansu
 export TANSU_BIN

@@ -70,6 +70,97 @@ pub struct KafkaConfig {
     /// request. Longer: fewer, larger requests (less CPU for the relay and the brokers); shorter:
     /// events reach Kafka sooner.
     pub linger_ms: u32,
+    /// `KAFKA_CLIENT_PROPERTIES_FILE`: librdkafka properties for every Kafka client of ours
+    /// (TLS and SASL of a secured cluster, for example).
+    pub client_properties: ClientProperties,
+}
+
+/// librdkafka properties an operator adds to every Kafka client of ours, read from a file in
+/// the `key=value` format of Kafka's own `client.properties`: one property a line, `#` or `!`
+/// starts a comment line, the value is everything after the first `=` (no escapes, no line
+/// continuations). Checked by librdkafka when read, so a misspelt name or a bad value stops
+/// the start with its line. Values may be secrets (`sasl.password`): `Debug` prints the names
+/// only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties(Vec<(String, String)>);
+
+impl ClientProperties {
+    /// Properties the service sets itself: the relay's guarantees (ADR 0011) and the readers'
+    /// offsets rest on them, or another variable sets them. Aliases included.
+    const OWNED: [&'static str; 16] = [
+        "bootstrap.servers",
+        "metadata.broker.list",
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "enable.gapless.guarantee",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "allow.auto.create.topics",
+        "linger.ms",
+        "queue.buffering.max.ms",
+        "transactional.id",
+        "group.id",
+        "enable.auto.commit",
+        "auto.offset.reset",
+        "enable.partition.eof",
+    ];
+
+    /// Reads and checks the file at `path`.
+    pub fn read(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            name: "KAFKA_CLIENT_PROPERTIES_FILE",
+            reason: format!("cannot read {path}: {e}"),
+        })?;
+        Self::parse(&text).map_err(|reason| ConfigError {
+            name: "KAFKA_CLIENT_PROPERTIES_FILE",
+            reason: format!("{path}: {reason}"),
+        })
+    }
+
+    /// Parses and checks the text of a properties file.
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut properties = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line_no = index + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("line {line_no}: expected key=value"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if Self::OWNED.contains(&key) {
+                return Err(format!(
+                    "line {line_no}: {key} is set by the service itself and may not be changed \
+                     here (docs/operations.md, \"Running with Kafka\")"
+                ));
+            }
+            // librdkafka checks the name and the value (without connecting anywhere).
+            let mut probe = rdkafka::ClientConfig::new();
+            probe.set(key, value);
+            probe
+                .create_native_config()
+                .map_err(|e| format!("line {line_no}: {e}"))?;
+            properties.push((key.to_owned(), value.to_owned()));
+        }
+        Ok(Self(properties))
+    }
+
+    /// The properties, in the file's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be passwords.
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl Config {
@@ -178,6 +269,10 @@ impl Config {
                         "KAFKA_LINGER_MS",
                         0..=1000,
                     )?,
+                    client_properties: match get("KAFKA_CLIENT_PROPERTIES_FILE") {
+                        None => ClientProperties::default(),
+                        Some(path) => ClientProperties::read(path.trim())?,
+                    },
                 }),
             },
         })
@@ -255,6 +350,115 @@ mod tests {
         assert!(!kafka.relay_in_server);
         assert_eq!((kafka.partitions, kafka.replication_factor), (6, 1));
         assert_eq!(kafka.linger_ms, 20);
+        assert_eq!(kafka.client_properties, ClientProperties::default());
+    }
+
+    /// A file of its own in the temporary directory, removed when dropped.
+    struct PropertiesFile(std::path::PathBuf);
+
+    impl PropertiesFile {
+        fn new(text: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("kafka-{}.properties", uuid::Uuid::new_v4()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        fn config(&self) -> Result<Config, ConfigError> {
+            config(&[
+                ("KAFKA_BROKERS", "b:9092"),
+                ("KAFKA_CLIENT_PROPERTIES_FILE", self.0.to_str().unwrap()),
+            ])
+        }
+    }
+
+    impl Drop for PropertiesFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_client_properties_file_is_read_in_order_without_comments() {
+        let file = PropertiesFile::new(
+            "# a secured cluster\n\
+             security.protocol = SASL_PLAINTEXT\n\
+             \n\
+             ! also a comment\n\
+             sasl.mechanism=PLAIN\n\
+             sasl.username=relay\n\
+             sasl.password=s3cr=t\n",
+        );
+        let kafka = file.config().unwrap().kafka.unwrap();
+        let properties: Vec<_> = kafka.client_properties.iter().collect();
+        assert_eq!(
+            properties,
+            [
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "relay"),
+                ("sasl.password", "s3cr=t"),
+            ]
+        );
+        let printed = format!("{:?}", kafka);
+        assert!(printed.contains("sasl.password"), "{printed}");
+        assert!(
+            !printed.contains("s3cr=t"),
+            "a value was printed: {printed}"
+        );
+    }
+
+    #[test]
+    fn a_client_properties_file_may_not_change_what_the_service_owns() {
+        for owned in [
+            "acks=1",
+            "enable.idempotence=false",
+            "delivery.timeout.ms=1000",
+        ] {
+            let err = PropertiesFile::new(&format!("client.rack=a\n{owned}\n"))
+                .config()
+                .unwrap_err();
+            assert_eq!(err.name, "KAFKA_CLIENT_PROPERTIES_FILE");
+            assert!(err.reason.contains("line 2:"), "{}", err.reason);
+            assert!(err.reason.contains("set by the service"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn librdkafka_checks_every_property_when_the_file_is_read() {
+        let err = PropertiesFile::new("socket.keepalive.enable=true\nsecurity.protocoll=ssl\n")
+            .config()
+            .unwrap_err();
+        assert!(err.reason.contains("line 2:"), "{}", err.reason);
+        assert!(err.reason.contains("security.protocoll"), "{}", err.reason);
+
+        let err = PropertiesFile::new("security.protocol=carrier_pigeon\n")
+            .config()
+            .unwrap_err();
+        assert!(err.reason.contains("line 1:"), "{}", err.reason);
+        assert!(err.reason.contains("carrier_pigeon"), "{}", err.reason);
+
+        let err = PropertiesFile::new("just a line\n").config().unwrap_err();
+        assert!(
+            err.reason.contains("line 1: expected key=value"),
+            "{}",
+            err.reason
+        );
+
+        let err = config(&[
+            ("KAFKA_BROKERS", "b:9092"),
+            (
+                "KAFKA_CLIENT_PROPERTIES_FILE",
+                "/nonexistent/kafka.properties",
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            err.reason
+                .contains("cannot read /nonexistent/kafka.properties"),
+            "{}",
+            err.reason
+        );
     }
 
     #[test]

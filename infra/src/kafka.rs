@@ -203,13 +203,24 @@ fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// What every Kafka client of ours starts from: the brokers, and the operator's
+/// `KAFKA_CLIENT_PROPERTIES_FILE` (TLS, SASL, timeouts). What each kind of client sets after
+/// this is the service's own; the file may not set it (`ClientProperties`).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in kafka.client_properties.iter() {
+        config.set(key, value);
+    }
+    config
+}
+
 /// Settings shared by our producers: every write acknowledged by all in-sync replicas, the
 /// idempotent producer (no duplicates or reordering from its own retries), and no give-up
 /// timeout, so a broker outage only delays delivery.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(kafka);
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", "parking-relay")
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -273,9 +284,8 @@ fn log_level(level: RDKafkaLogLevel, facility: &str, message: &str) -> tracing::
 
 /// Settings shared by our consumers: quick group joins and explicit offset management.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(kafka);
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

@@ -23,7 +23,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::Connection;
 
 use crate::config::KafkaConfig;
@@ -230,9 +230,7 @@ impl Relay {
 
 /// Creates every topic of the contract that does not exist yet.
 pub async fn ensure_topics(kafka: &KafkaConfig) -> Result<(), RelayError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(kafka).create()?;
     let names = kafka::all_topics();
     let topics: Vec<NewTopic> = names
         .iter()

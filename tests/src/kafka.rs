@@ -1,5 +1,6 @@
 //! A real Kafka-protocol broker per test (tansu, started from `.tools/bin/tansu`, see
-//! `scripts/lib.sh`), and a reader of everything the relay published.
+//! `scripts/lib.sh`), the same behind TLS (`TlsBroker`), and a reader of everything the relay
+//! published.
 //!
 //! Each test gets its own broker on a free port, in memory: topics are fixed by the contract,
 //! so tests sharing one broker would read each other's events, and a test may stop its broker.
@@ -27,20 +28,42 @@ fn tansu() -> PathBuf {
     path
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct Broker {
     port: u16,
+    /// The port it tells clients to use (its own, unless something stands in front of it).
+    advertised: u16,
     process: Option<Child>,
 }
 
 impl Broker {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
+        Self::start_advertising(port, port).await
+    }
+
+    async fn start_advertising(port: u16, advertised: u16) -> Self {
         let mut broker = Self {
             port,
+            advertised,
             process: None,
         };
         broker.resume().await;
@@ -64,13 +87,14 @@ impl Broker {
     pub async fn resume(&mut self) {
         assert!(self.process.is_none(), "already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let process = Command::new(tansu())
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "error")
@@ -79,20 +103,102 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         self.process = Some(process);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "broker did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_port(self.port, "broker").await;
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A broker that clients reach only over TLS: tansu on a port of its own, advertising the port
+/// of a TLS-terminating `socat` in front of it, whose certificate (for 127.0.0.1, self-signed,
+/// made for the test with `openssl`) no client trusts unless told to.
+pub struct TlsBroker {
+    _broker: Broker,
+    proxy: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl TlsBroker {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("parking-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .args(["-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(made.success(), "openssl could not make a certificate");
+        let port = free_port();
+        let broker = Broker::start_advertising(free_port(), port).await;
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        );
+        let proxy = Command::new("socat")
+            .args([listen, format!("TCP:127.0.0.1:{}", broker.port)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (scripts/test.sh installs it)");
+        wait_for_port(port, "the TLS proxy").await;
+        Self {
+            _broker: broker,
+            proxy,
+            port,
+            dir,
+        }
+    }
+
+    /// `KAFKA_BROKERS` for the app.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The client properties that reach it: TLS, trusting its certificate when `trusted`.
+    pub fn client_properties(&self, trusted: bool) -> Vec<(String, String)> {
+        let mut properties = vec![("security.protocol".to_owned(), "ssl".to_owned())];
+        if trusted {
+            let ca = self.dir.join("cert.pem").display().to_string();
+            properties.push(("ssl.ca.location".to_owned(), ca));
+        }
+        properties
+    }
+
+    /// The same, as a `KAFKA_CLIENT_PROPERTIES_FILE`.
+    pub fn properties_file(&self, trusted: bool) -> PathBuf {
+        let path = self.dir.join(format!("client-{trusted}.properties"));
+        let text: String = self
+            .client_properties(trusted)
+            .iter()
+            .map(|(key, value)| format!("{key}={value}\n"))
+            .collect();
+        std::fs::write(&path, format!("# made by TlsBroker\n{text}")).unwrap();
+        path
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.proxy.kill();
+        let _ = self.proxy.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -110,25 +216,43 @@ pub struct Received {
 /// Reads every event topic from the beginning until `expected` messages arrived (or `within`
 /// passed), in each partition's order.
 pub async fn read_all(brokers: &str, expected: usize, within: Duration) -> Vec<Received> {
-    read(brokers, expected, within, Duration::ZERO).await
+    read(brokers, &[], expected, within, Duration::ZERO).await
+}
+
+/// [`read_all`] by a client with these librdkafka properties (TLS, for example).
+pub async fn read_all_with(
+    brokers: &str,
+    properties: &[(String, String)],
+    expected: usize,
+    within: Duration,
+) -> Vec<Received> {
+    read(brokers, properties, expected, within, Duration::ZERO).await
 }
 
 /// [`read_all`], then two more seconds of reading: whatever more there is on the topics
 /// (duplicates) is in the result too. However slow the broker, the wait for the expected
 /// messages does not eat into the wait for extra ones.
 pub async fn read_exactly(brokers: &str, expected: usize, within: Duration) -> Vec<Received> {
-    read(brokers, expected, within, Duration::from_secs(2)).await
+    read(brokers, &[], expected, within, Duration::from_secs(2)).await
 }
 
-async fn read(brokers: &str, expected: usize, within: Duration, more: Duration) -> Vec<Received> {
-    let brokers = brokers.to_owned();
+async fn read(
+    brokers: &str,
+    properties: &[(String, String)],
+    expected: usize,
+    within: Duration,
+    more: Duration,
+) -> Vec<Received> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "parking-tests-reader")
+        .set("enable.auto.commit", "false");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "parking-tests-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer: BaseConsumer = config.create().expect("consumer");
         let metadata = consumer
             .fetch_metadata(None, Duration::from_secs(10))
             .expect("metadata");

@@ -1,10 +1,13 @@
 //! The relay publishes the event log to a real Kafka-protocol broker: every event exactly
-//! once, in each aggregate's order, with the contract's envelope and headers; and a broker
-//! outage delays delivery without refusing commands.
+//! once, in each aggregate's order, with the contract's envelope and headers; a broker
+//! outage delays delivery without refusing commands; and a broker that speaks only TLS is
+//! reached as the operator's `KAFKA_CLIENT_PROPERTIES_FILE` says, and only if trusted.
 
 use std::time::{Duration, Instant};
 
-use parking_tests::kafka::{assert_published_exactly_once, read_all, read_exactly, Broker};
+use parking_tests::kafka::{
+    assert_published_exactly_once, read_all, read_all_with, read_exactly, Broker, TlsBroker,
+};
 use parking_tests::{
     assert_read_models_equal_a_rebuild, hours_from_now, spawn_app_with, ServerProcess, TestApp,
 };
@@ -381,4 +384,63 @@ async fn two_nodes_share_the_projections_and_one_relay() {
     );
     assert_published_exactly_once(&first.db, &received).await;
     assert_read_models_equal_a_rebuild(&first.db).await;
+}
+
+/// An app whose relay reaches `broker` as its properties file says (trusting its certificate or
+/// not), after a lot, a slot and a booking were made on it.
+async fn app_that_booked_with(broker: &TlsBroker, trusted: bool) -> TestApp {
+    let file = broker.properties_file(trusted);
+    let app = spawn_app_with(&[
+        ("KAFKA_BROKERS", &broker.address()),
+        ("KAFKA_CLIENT_PROPERTIES_FILE", file.to_str().unwrap()),
+    ])
+    .await;
+    // Commands do not depend on the broker.
+    let fx = app.lot_with_slot().await;
+    let (driver, _) = app.signed_in("user").await;
+    app.booked_hour(&driver, fx.slot_id, 1).await;
+    app
+}
+
+#[tokio::test]
+async fn the_relay_reaches_a_tls_broker_as_the_client_properties_file_says() {
+    let broker = TlsBroker::start().await;
+    let app = app_that_booked_with(&broker, true).await;
+
+    relayed(&app, Duration::from_secs(30)).await;
+    let expected = published_count(&app).await;
+    let received = read_all_with(
+        &broker.address(),
+        &broker.client_properties(true),
+        expected,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_published_exactly_once(&app.db, &received).await;
+}
+
+#[tokio::test]
+async fn a_tls_broker_whose_certificate_is_not_trusted_gets_nothing() {
+    let broker = TlsBroker::start().await;
+    // TLS, but without the broker's certificate among the trusted ones.
+    let app = app_that_booked_with(&broker, false).await;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let checkpoint: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM log_checkpoints WHERE consumer = 'relay:kafka'")
+            .fetch_optional(&app.db)
+            .await
+            .unwrap();
+    assert!(
+        checkpoint.unwrap_or(0) == 0,
+        "the relay published to an untrusted broker (checkpoint {checkpoint:?})"
+    );
+    let received = read_all_with(
+        &broker.address(),
+        &broker.client_properties(true),
+        1,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(received.is_empty(), "{} events reached it", received.len());
 }

@@ -338,6 +338,7 @@ async fn run() -> anyhow::Result<()> {
         partitions: 6,
         replication_factor: 1,
         linger_ms: 20,
+        client_properties: Default::default(),
     };
     let app = Arc::new(
         spawn_app_with(&[
