@@ -75,10 +75,10 @@ ensure_tansu() {
 # the system OpenSSL), openssl and socat (the TLS relay tests put a TLS proxy with a certificate
 # of their own in front of a broker). Installed with apt-get only when missing.
 ensure_packages() {
-  local missing=() command package
-  for pair in openssl:openssl socat:socat pkg-config:pkg-config; do
-    command=${pair%%:*} package=${pair##*:}
-    command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+  local missing=() command
+  # Each of these commands comes in the Debian package of the same name.
+  for command in openssl socat pkg-config; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("$command")
   done
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -134,7 +134,7 @@ impl ClientProperties {
             if Self::OWNED.contains(&key) {
                 return Err(format!(
                     "line {line_no}: {key} is set by the service itself and may not be changed \
-                     here (docs/operations.md, \"Running with Kafka\")"
+                     here (docs/operations.md, \"A secured cluster\")"
                 ));
             }
             // librdkafka checks the name and the value (without connecting anywhere).
