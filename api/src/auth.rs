@@ -2,14 +2,13 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use jwt_simple::prelude::*;
 use parking_domain::{Actor, Role};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::state::State;
 
 /// How far apart our clock and a token's may be.
 const CLOCK_TOLERANCE_SECS: u64 = 30;
@@ -147,8 +146,8 @@ pub fn caller(req: &HttpRequest) -> Result<Option<Actor>, ApiError> {
         }
         return Ok(None);
     };
-    let state = req
-        .app_data::<State>()
-        .ok_or_else(|| ApiError::internal("application state missing"))?;
-    state.tokens.verify(token).map(Some)
+    let tokens = req
+        .app_data::<web::Data<Tokens>>()
+        .ok_or_else(|| ApiError::internal("the token keys are missing"))?;
+    tokens.verify(token).map(Some)
 }

@@ -172,7 +172,7 @@ pub async fn create_user(
     db::migrate(&pool).await?;
     let email = Email::parse(email)?;
     let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
-    let commands = crate::startup::commands(&parking_infra::EventLog::new(pool), config);
+    let commands = crate::startup::commands(&parking_infra::EventLog::new(pool), config)?;
     let ctx = CommandContext::system(
         format!("cli-{}", uuid::Uuid::new_v4()),
         commands.clock().now(),

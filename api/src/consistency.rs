@@ -12,27 +12,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError};
 use parking_commands::PositionCell;
 
 use crate::error::ApiError;
-use crate::state::{AppState, State};
+use crate::headers::{EVENT_POSITION, MIN_POSITION};
+use crate::state::{State, WAITED};
 
-pub const EVENT_POSITION: HeaderName = HeaderName::from_static("x-event-position");
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-
-tokio::task_local! {
-    /// Microseconds the current request spent waiting for read models.
-    static WAITED: Arc<AtomicU64>;
-}
-pub const MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
 
 fn parse_min_position(value: &HeaderValue) -> Result<i64, ApiError> {
     value
@@ -46,42 +39,6 @@ fn parse_min_position(value: &HeaderValue) -> Result<i64, ApiError> {
                 "X-Min-Position must be a non-negative integer, as sent in X-Event-Position",
             )
         })
-}
-
-impl AppState {
-    /// Waits until every read model shows the log up to `position`.
-    pub async fn caught_up_to(&self, position: i64) -> Result<(), ApiError> {
-        if position == 0 {
-            return Ok(());
-        }
-        if position > self.log.head() {
-            // Beyond what this process has seen; the log itself decides.
-            let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-                .fetch_one(&self.pool)
-                .await?;
-            if position > head {
-                return Err(ApiError::bad_request(
-                    "invalid_min_position",
-                    format!(
-                        "X-Min-Position {position} is beyond the end of the event log ({head})"
-                    ),
-                ));
-            }
-        }
-        let started = Instant::now();
-        let waited = self.projections.wait_for(position, self.read_wait).await;
-        let micros = started.elapsed().as_micros() as u64;
-        let _ = WAITED.try_with(|total| total.fetch_add(micros, Ordering::Relaxed));
-        waited.map_err(|lagging| {
-            tracing::warn!(%lagging, "read model behind the requested position");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "read_model_lagging",
-                format!("the read models have not yet reached position {position}; retry shortly"),
-            )
-            .retry_after(1)
-        })
-    }
 }
 
 /// Middleware: honours `X-Min-Position` on reads and adds `X-Event-Position` to writes.

@@ -14,7 +14,7 @@
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
@@ -22,10 +22,7 @@ use parking_infra::idempotency::{self, Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::state::State;
-
-pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+use crate::headers::{EVENT_POSITION, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
 /// The request's idempotency key, for the command metadata.
 #[derive(Debug, Clone)]
@@ -57,16 +54,22 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // Signing in changes nothing and its answer is a secret: never stored.
     let applies = is_write(req.method()) && req.path() != "/api/v1/auth/login";
-    let Some(value) = req.headers().get(&HEADER).filter(|_| applies).cloned() else {
+    let Some(value) = req
+        .headers()
+        .get(&IDEMPOTENCY_KEY)
+        .filter(|_| applies)
+        .cloned()
+    else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let key = match parse_key(&value) {
         Ok(key) => key,
         Err(e) => return Ok(req.into_response(e.error_response())),
     };
-    let Some(state) = req.app_data::<State>().cloned() else {
+    let Some(pool) = (req.app_data::<web::Data<sqlx::PgPool>>()).map(|p| p.get_ref().clone())
+    else {
         return Ok(
-            req.into_response(ApiError::internal("application state missing").error_response())
+            req.into_response(ApiError::internal("the database pool is missing").error_response())
         );
     };
     // A bad token is the handler's to refuse (401); such a request stores nothing.
@@ -95,7 +98,7 @@ pub async fn middleware(
     let fingerprint = hasher.finalize();
     req.set_payload(Payload::from(body));
 
-    let claim = match idempotency::claim(&state.pool, &scope, &key, &fingerprint).await {
+    let claim = match idempotency::claim(&pool, &scope, &key, &fingerprint).await {
         Ok(claim) => claim,
         Err(e) => return Ok(req.into_response(ApiError::from(e).error_response())),
     };
@@ -124,14 +127,14 @@ pub async fn middleware(
     let response = match next.call(req).await {
         Ok(response) => response,
         Err(e) => {
-            record(state.pool.clone(), scope, key, None).await;
+            record(pool.clone(), scope, key, None).await;
             return Err(e);
         }
     };
     let (request, response) = response.into_parts();
     let (head, body) = response.into_parts();
     let Ok(bytes) = body::to_bytes(body).await else {
-        record(state.pool.clone(), scope, key, None).await;
+        record(pool.clone(), scope, key, None).await;
         return Err(ApiError::internal("response body unreadable").into());
     };
     let header = |name| {
@@ -147,10 +150,10 @@ pub async fn middleware(
         status: head.status().as_u16(),
         content_type: header(CONTENT_TYPE),
         location: header(LOCATION),
-        event_position: header(crate::consistency::EVENT_POSITION).and_then(|v| v.parse().ok()),
+        event_position: header(EVENT_POSITION).and_then(|v| v.parse().ok()),
         body: bytes.to_vec(),
     });
-    record(state.pool.clone(), scope, key, outcome).await;
+    record(pool.clone(), scope, key, outcome).await;
     Ok(ServiceResponse::new(
         request,
         head.set_body(BoxBody::new(bytes)),
@@ -195,7 +198,7 @@ async fn record(pool: sqlx::PgPool, scope: String, key: String, answer: Option<S
 fn replay(stored: StoredResponse) -> HttpResponse {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
-    response.insert_header((REPLAYED, "true"));
+    response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     if let Some(content_type) = stored.content_type {
         response.insert_header((CONTENT_TYPE, content_type));
     }
@@ -203,7 +206,7 @@ fn replay(stored: StoredResponse) -> HttpResponse {
         response.insert_header((LOCATION, location));
     }
     if let Some(position) = stored.event_position {
-        response.insert_header((crate::consistency::EVENT_POSITION, position));
+        response.insert_header((EVENT_POSITION, position));
     }
     response.body(stored.body)
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod consistency;
 pub mod error;
+pub mod headers;
 pub mod idempotency;
 pub mod metrics;
 mod openapi;

@@ -1,6 +1,8 @@
-//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//! Prometheus metrics, served at `GET /metrics` (`routes::metrics`) in the OpenMetrics text
+//! format.
 
-use actix_web::{get, HttpResponse};
+use parking_commands::DeskStats;
+use parking_projections::runtime::ConsumerStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,9 +10,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::error::ApiError;
-use crate::state::State;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -40,6 +39,7 @@ pub struct Metrics {
     db_idle: Gauge,
     log_head: Gauge,
     consumer_lag: Family<ConsumerLabels, Gauge>,
+    booking_received: Counter,
     booking_batches: Counter,
     booking_requests: Counter,
     booking_redecided: Counter,
@@ -87,8 +87,17 @@ impl Default for Metrics {
             "Events of the log a projection or the relay has yet to process",
             consumer_lag.clone(),
         );
-        let (booking_batches, booking_requests, booking_redecided) =
-            (Counter::default(), Counter::default(), Counter::default());
+        let (booking_received, booking_batches, booking_requests, booking_redecided) = (
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+            Counter::default(),
+        );
+        registry.register(
+            "booking_requests_received",
+            "Booking requests handed to the booking desk (less those batched: waiting to be decided)",
+            booking_received.clone(),
+        );
         registry.register(
             "booking_batches",
             "Batches the booking desk decided and recorded together",
@@ -112,6 +121,7 @@ impl Default for Metrics {
             db_idle,
             log_head,
             consumer_lag,
+            booking_received,
             booking_batches,
             booking_requests,
             booking_redecided,
@@ -145,38 +155,44 @@ impl Metrics {
     }
 }
 
-/// Metrics for Prometheus (OpenMetrics text). Restrict it to the monitoring network at the
-/// load balancer: it tells request volumes per route.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
-#[get("/metrics")]
-pub async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
-    let m = &state.metrics;
-    m.db_connections.set(i64::from(state.pool.size()));
-    m.db_idle.set(state.pool.num_idle() as i64);
-    // Read at scrape time; a database that does not answer leaves the last values.
-    let names = state.projections.names();
-    if let Ok((head, consumers)) = parking_projections::runtime::status(&state.pool, &names).await {
-        m.log_head.set(head);
-        for consumer in consumers {
-            m.consumer_lag
-                .get_or_create(&ConsumerLabels {
-                    consumer: consumer.consumer,
-                })
-                .set(consumer.lag);
+/// What `/metrics` reports besides the request counts, read at scrape time.
+pub struct Readings {
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    /// The log's head and every consumer's lag; `None` when the database did not answer (the
+    /// last values stay).
+    pub log: Option<(i64, Vec<ConsumerStatus>)>,
+    /// The booking desk's counts since the process started.
+    pub desk: DeskStats,
+}
+
+impl Metrics {
+    /// Every metric in the OpenMetrics text format, with `readings` taken in.
+    pub fn render(&self, readings: Readings) -> Result<String, std::fmt::Error> {
+        self.db_connections.set(i64::from(readings.pool_size));
+        self.db_idle.set(readings.pool_idle as i64);
+        if let Some((head, consumers)) = readings.log {
+            self.log_head.set(head);
+            for consumer in consumers {
+                self.consumer_lag
+                    .get_or_create(&ConsumerLabels {
+                        consumer: consumer.consumer,
+                    })
+                    .set(consumer.lag);
+            }
         }
+        // The desk counts on its own; the counters catch up with it.
+        let desk = readings.desk;
+        for (counter, total) in [
+            (&self.booking_received, desk.received),
+            (&self.booking_batches, desk.batches),
+            (&self.booking_requests, desk.bookings),
+            (&self.booking_redecided, desk.redecided),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
     }
-    // The desk counts on its own; the counters catch up with it.
-    let desk = state.commands.booking_desk();
-    for (counter, total) in [
-        (&m.booking_batches, desk.batches),
-        (&m.booking_requests, desk.bookings),
-        (&m.booking_redecided, desk.redecided),
-    ] {
-        counter.inc_by(total.saturating_sub(counter.get()));
-    }
-    let mut text = String::new();
-    encode(&mut text, &m.registry).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(text))
 }

@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage};
+use actix_web::{web, FromRequest, HttpMessage};
 use tracing::Instrument;
 
-use crate::state::State;
-
-pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+use crate::headers::REQUEST_ID;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(String);
@@ -51,7 +50,7 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = req
         .headers()
-        .get(&HEADER)
+        .get(&REQUEST_ID)
         .and_then(accept_incoming)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request_id = RequestId(id.clone());
@@ -64,9 +63,9 @@ pub async fn middleware(
         .await?;
     let status = response.status();
     let elapsed = started.elapsed().as_secs_f64();
-    if let Some(state) = response.request().app_data::<State>() {
+    if let Some(metrics) = response.request().app_data::<web::Data<Metrics>>() {
         let route = response.request().match_pattern();
-        state.metrics.observe_request(
+        metrics.observe_request(
             response.request().method().as_str(),
             route,
             status.as_u16(),
@@ -82,7 +81,7 @@ pub async fn middleware(
         }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
+        response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
 }

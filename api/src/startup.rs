@@ -7,7 +7,7 @@ use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
-use parking_infra::appender::AppendTarget;
+use parking_infra::append::AppendTarget;
 use parking_infra::relay::Relay;
 use parking_infra::{db, Config, EventLog, SystemClock};
 use parking_projections::{KafkaSource, Projections, StoreTail};
@@ -30,8 +30,9 @@ pub struct Application {
     log: EventLog,
 }
 
-/// The write side, appending to `log`.
-pub fn commands(log: &EventLog, config: &Config) -> Commands {
+/// The write side, appending to `log`; the booking desk pipelines its appends on a connection
+/// of its own to `DATABASE_URL` (opened when it first books).
+pub fn commands(log: &EventLog, config: &Config) -> anyhow::Result<Commands> {
     let settings = Settings {
         bcrypt_cost: config.bcrypt_cost,
         booking_policy: BookingPolicy {
@@ -39,7 +40,13 @@ pub fn commands(log: &EventLog, config: &Config) -> Commands {
             ..BookingPolicy::default()
         },
     };
-    Commands::new(log.clone(), Arc::new(SystemClock), settings)
+    let desk_appends = AppendTarget::parse(&config.database_url)?;
+    Ok(Commands::new(
+        log.clone(),
+        Arc::new(SystemClock),
+        settings,
+        Some(desk_appends),
+    ))
 }
 
 impl Application {
@@ -47,7 +54,7 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::pool(&config.database_url, config.database_max_connections)?;
         db::migrate(&pool).await?;
-        let log = EventLog::new(pool.clone()).pipelined(AppendTarget::parse(&config.database_url)?);
+        let log = EventLog::new(pool.clone());
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
         let source = match &config.kafka {
@@ -66,16 +73,16 @@ impl Application {
             None => tracing::info!("KAFKA_BROKERS unset: events are not published to Kafka"),
         }
         let state = Arc::new(AppState {
-            commands: commands(&log, config),
+            commands: commands(&log, config)?,
             projections,
             log: log.clone(),
             read_wait: config.read_wait,
-            tokens: Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl),
+            tokens: Arc::new(Tokens::new(config.jwt_secret.as_ref(), config.jwt_ttl)),
             login_throttle: LoginThrottle::new(
                 config.login_max_failures,
                 config.login_failure_window,
             ),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             pool,
         });
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
@@ -86,12 +93,17 @@ impl Application {
                 .into_utoipa_app()
                 .openapi(ApiDoc::openapi())
                 .app_data(web::Data::new(state.clone()))
+                // What the middlewares and extractors need of it, on their own, so that
+                // they do not depend on the whole state.
+                .app_data(web::Data::from(state.tokens.clone()))
+                .app_data(web::Data::from(state.metrics.clone()))
+                .app_data(web::Data::new(state.pool.clone()))
                 .app_data(error::json_config())
                 .app_data(error::query_config())
                 .app_data(error::path_config())
                 .service(routes::health::health)
                 .service(routes::health::ready)
-                .service(crate::metrics::metrics)
+                .service(routes::metrics::metrics)
                 .service(routes::api_v1())
                 .split_for_parts();
             // The document at /openapi.json, and the API reference page at /docs (Swagger UI, its

@@ -1,6 +1,10 @@
 //! What every handler can reach.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
 
 use parking_commands::{CommandContext, Commands, PositionCell};
 use parking_domain::Actor;
@@ -10,6 +14,7 @@ use sqlx::PgPool;
 use actix_web::{FromRequest, HttpMessage};
 
 use crate::auth::Tokens;
+use crate::error::ApiError;
 use crate::idempotency::IdempotencyKey;
 use crate::metrics::Metrics;
 use crate::request_id::RequestId;
@@ -18,9 +23,9 @@ use crate::throttle::LoginThrottle;
 pub struct AppState {
     pub pool: PgPool,
     pub commands: Commands,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub login_throttle: LoginThrottle,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub projections: Projections,
     pub log: parking_infra::EventLog,
     /// How long a request waits for the read models (`READ_WAIT_MS`).
@@ -43,13 +48,13 @@ impl AppState {
 
     /// Makes sure what `ctx`'s commands wrote is numbered in the log, so that the answer can
     /// carry its position (`X-Event-Position`).
-    pub async fn recorded(&self, ctx: &CommandContext) -> Result<i64, crate::error::ApiError> {
+    pub async fn recorded(&self, ctx: &CommandContext) -> Result<i64, ApiError> {
         Ok(self.commands.settle(ctx).await?)
     }
 
     /// Waits until the read models show what `ctx`'s commands wrote, so that the answer of a
     /// write can be read from them.
-    pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), crate::error::ApiError> {
+    pub async fn caught_up(&self, ctx: &CommandContext) -> Result<(), ApiError> {
         let position = self.recorded(ctx).await?;
         self.caught_up_to(position).await
     }
@@ -57,6 +62,44 @@ impl AppState {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.commands.clock().now()
     }
+
+    /// Waits until every read model shows the log up to `position`.
+    pub async fn caught_up_to(&self, position: i64) -> Result<(), ApiError> {
+        if position == 0 {
+            return Ok(());
+        }
+        if position > self.log.head() {
+            // Beyond what this process has seen; the log itself decides.
+            let head = self.log.recorded_head().await?;
+            if position > head {
+                return Err(ApiError::bad_request(
+                    "invalid_min_position",
+                    format!(
+                        "X-Min-Position {position} is beyond the end of the event log ({head})"
+                    ),
+                ));
+            }
+        }
+        let started = Instant::now();
+        let waited = self.projections.wait_for(position, self.read_wait).await;
+        let micros = started.elapsed().as_micros() as u64;
+        let _ = WAITED.try_with(|total| total.fetch_add(micros, Ordering::Relaxed));
+        waited.map_err(|lagging| {
+            tracing::warn!(%lagging, "read model behind the requested position");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_model_lagging",
+                format!("the read models have not yet reached position {position}; retry shortly"),
+            )
+            .retry_after(1)
+        })
+    }
+}
+
+tokio::task_local! {
+    /// Microseconds the current request spent waiting for read models (the consistency
+    /// middleware reports them in `Server-Timing`).
+    pub(crate) static WAITED: Arc<AtomicU64>;
 }
 
 /// What the middlewares learned about a request: its id and its idempotency key.

@@ -8,34 +8,20 @@
 //! itself when its hold lapses.
 
 use cqrs_es::Aggregate;
-use parking_domain::booking::{
-    Booking, BookingCommand, BookingError, BookingState, BookingStatus, VehicleNumber,
-};
+use parking_domain::booking::{Booking, BookingCommand, BookingError, BookingState, BookingStatus};
 use parking_domain::slot::SlotCommand;
-use parking_domain::time::TimeRange;
 use uuid::Uuid;
 
+use crate::booking_desk::{BookingRequest, CreatedBooking};
 use crate::context::{actor, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
 
-pub struct BookingRequest {
-    pub slot_id: Uuid,
-    pub range: TimeRange,
-    pub vehicle_number: VehicleNumber,
-}
-
-/// A booking as its request decided it (or as the request's first attempt made it).
-#[derive(Debug, Clone)]
-pub struct CreatedBooking {
-    pub booking_id: Uuid,
-    pub booking: BookingState,
-}
-
 impl Commands {
     /// Books a slot: the slot's calendar reserves the range and the booking is created, both
     /// recorded in one statement, so a slot is never held for a booking that does not exist.
-    /// Concurrent requests are decided and recorded in shared batches (`BookingDesk`).
+    /// Concurrent requests are decided and recorded in shared batches (`BookingDesk`), each by
+    /// the domain's rules (`parking_domain::booking::decide_booking`).
     #[tracing::instrument(skip_all, fields(slot_id = %request.slot_id))]
     pub async fn book(
         &self,
@@ -43,9 +29,6 @@ impl Commands {
         request: BookingRequest,
     ) -> Result<CreatedBooking, CommandError> {
         let driver = actor(ctx)?;
-        self.settings
-            .booking_policy
-            .check(&request.range, ctx.now)?;
         self.desk.book(ctx, driver, request).await
     }
 

@@ -4,28 +4,24 @@
 //! differences the rest of the system needs, see `docs/adr/0003-command-bus.md`: it returns
 //! the committed envelopes; it retries a command whose commit lost an optimistic-concurrency
 //! race, on a freshly loaded aggregate, so the rules are always checked against the latest
-//! state; and instead of running queries in-process it notes in the command's context that
-//! the request has events to number in the global log, which happens once per request
-//! (`Commands::settle`). Read models follow the log on their own (`parking-projections`); a
-//! response that must show its writes waits for them.
-
-use std::time::Duration;
+//! state (`retry`); and instead of running queries in-process it records in the command's
+//! context the log's head its append returned, the request's position (ADR 0009). Read models
+//! follow the log on their own (`parking-projections`); a response that must show its writes
+//! waits for them.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, EventEnvelope, EventStore};
 use parking_domain::RuleError;
-use parking_infra::event_store::{append_all, AppendError, Pending};
+use parking_infra::append::{append_all, AppendError};
+use parking_infra::event_store::Pending;
 use parking_infra::PgEventStore;
 
 use crate::context::CommandContext;
 use crate::error::{from_aggregate, CommandError};
+use crate::retry;
 
 /// An aggregate loaded for a command, with the sequence its next event will follow.
 pub type Loaded<A> = cqrs_es::persist::EventStoreAggregateContext<A>;
-
-/// How often a command is re-run after losing a race. Each retry reloads the aggregate, so
-/// under N concurrent writers every round lets at least one through.
-pub(crate) const MAX_ATTEMPTS: u32 = 24;
 
 pub struct Bus<A: Aggregate> {
     store: PgEventStore<A>,
@@ -118,24 +114,16 @@ where
     }
 
     /// Decides `command` on `loaded` without recording anything: the events to append,
-    /// together with other streams' (`parking_infra::event_store::append_all`), after which
+    /// together with other streams' (`parking_infra::append::append_all`), after which
     /// [`Bus::recorded`] finishes. For process steps that must record several aggregates at
     /// once; they handle conflicts (retry) themselves.
     pub async fn decide(
         &self,
-        mut loaded: Loaded<A>,
+        loaded: Loaded<A>,
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Pending<A>, CommandError> {
-        let sink = EventSink::default();
-        loaded
-            .aggregate
-            .handle(command, &self.services, &sink)
-            .await
-            .map_err(CommandError::from)?;
-        self.store
-            .prepare(sink.collect().await, loaded, ctx.metadata())
-            .map_err(from_aggregate)
+        decide(loaded, command, &self.services, ctx).await
     }
 
     /// After [`Bus::decide`]'s events were appended (the log's head then was `head`):
@@ -158,7 +146,7 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Vec<EventEnvelope<A>>, CommandError> {
-        for attempt in 1..=MAX_ATTEMPTS {
+        for attempt in 1.. {
             let context = match loaded.take() {
                 Some(context) => context,
                 None => self.load_for_command(aggregate_id).await?,
@@ -169,11 +157,13 @@ where
             }
             match append_all(self.store.pool(), pending.serialized()).await {
                 Ok(head) => return Ok(self.recorded(pending, head, ctx).await),
-                Err(AppendError::Conflict) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, "lost a concurrent append; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(AppendError::Conflict) => break,
+                Err(AppendError::Conflict) => match retry::after_lost_race(attempt) {
+                    Some(pause) => {
+                        tracing::debug!(attempt, "lost a concurrent append; retrying");
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => break,
+                },
                 Err(AppendError::Database(e)) => return Err(CommandError::Infrastructure(e)),
             }
         }
@@ -184,8 +174,22 @@ where
     }
 }
 
-/// Jittered, slowly growing pauses (≤ ~25 ms), so racing writers spread out.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let ceiling_ms = u64::from(attempt.min(12)) * 2;
-    Duration::from_micros(rand::random_range(0..=ceiling_ms * 1000))
+/// Decides `command` on `loaded` with `services`, recording nothing: the events it would
+/// append, numbered after the stream's sequence, and the aggregate as they leave it.
+pub(crate) async fn decide<A: Aggregate>(
+    mut loaded: Loaded<A>,
+    command: A::Command,
+    services: &A::Services,
+    ctx: &CommandContext,
+) -> Result<Pending<A>, CommandError>
+where
+    A::Error: RuleError,
+{
+    let sink = EventSink::default();
+    loaded
+        .aggregate
+        .handle(command, services, &sink)
+        .await
+        .map_err(CommandError::from)?;
+    Pending::new(sink.collect().await, loaded, ctx.metadata()).map_err(from_aggregate)
 }

@@ -15,11 +15,11 @@ mod bus;
 mod context;
 mod error;
 mod lots;
+mod retry;
 mod service;
 mod users;
 
-pub use booking_desk::DeskStats;
-pub use bookings::{BookingRequest, CreatedBooking};
+pub use booking_desk::{BookingRequest, CreatedBooking, DeskStats};
 pub use bus::Bus;
 pub use context::{CommandContext, PositionCell};
 pub use error::CommandError;

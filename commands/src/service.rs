@@ -6,6 +6,7 @@ use parking_domain::booking::{Booking, BookingPolicy};
 use parking_domain::lot::ParkingLot;
 use parking_domain::slot::Slot;
 use parking_domain::user::{EmailClaim, User};
+use parking_infra::append::AppendTarget;
 use parking_infra::event_store::Snapshots;
 use parking_infra::{Clock, EventLog, PgEventStore};
 
@@ -40,7 +41,14 @@ pub struct Commands {
 }
 
 impl Commands {
-    pub fn new(log: EventLog, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    /// The write side on `log`. The booking desk appends through the log's pool, or, given
+    /// `pipelined_bookings`, on a connection of its own, pipelined (as the server runs).
+    pub fn new(
+        log: EventLog,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        pipelined_bookings: Option<AppendTarget>,
+    ) -> Self {
         let pool = log.pool().clone();
         use Snapshots::{Every, Never};
         // A lot's stream grows with its slots; a slot's with its bookings.
@@ -66,10 +74,7 @@ impl Commands {
             ),
             (),
         );
-        let bookings = Bus::new(
-            PgEventStore::new(pool.clone(), Never),
-            settings.booking_policy,
-        );
+        let bookings = Bus::new(PgEventStore::new(pool.clone(), Never), ());
         Self {
             users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
@@ -79,6 +84,7 @@ impl Commands {
                 lots.clone(),
                 bookings.clone(),
                 settings.booking_policy,
+                pipelined_bookings,
             ),
             lots,
             slots,

@@ -13,7 +13,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// goes away while serving makes requests fail (and `/ready` say so) until it is back, without
 /// restarting the process. (Start-up itself needs the database, for migrations.)
 ///
-/// A connection is not pinged before it is handed out (sqlx does by default): that was a
+/// A connection is not pinged before it is handed out (sqlx does by default): that would be a
 /// second round trip for every use of the pool, on every request and projector step. A
 /// connection that died meanwhile fails the one statement sent on it, which then answers 503
 /// with `Retry-After`, and is replaced.

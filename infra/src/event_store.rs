@@ -13,9 +13,11 @@ use std::sync::Arc;
 use cqrs_es::persist::{
     EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, SerializedEvent,
 };
-use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
+
+use crate::append::{append_all, AppendError, NewEvent};
 
 type StoredRow = (i64, String, String, serde_json::Value, serde_json::Value);
 /// An id to load, its snapshot (sequence, payload) if any, and the events after it.
@@ -308,19 +310,23 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         context: Self::AC,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let pending = self.prepare(events, context, metadata)?;
+        let pending = Pending::new(events, context, metadata)?;
         if pending.envelopes.is_empty() {
             return Ok(Vec::new());
         }
         append_all(&self.pool, pending.serialized.iter())
             .await
-            .map_err(AppendError::into_aggregate_error)?;
+            .map_err(|e| match e {
+                AppendError::Conflict => AggregateError::AggregateConflict,
+                AppendError::Database(e) => AggregateError::DatabaseConnectionError(e),
+            })?;
         Ok(self.recorded(pending).await)
     }
 }
 
 /// Events one command decided for one stream, ready to append (alone with
-/// `EventStore::commit`, or together with other streams' with [`append_all`]).
+/// `EventStore::commit`, or together with other streams' with [`append_all`] or an
+/// [`Appender`](crate::append::Appender)).
 pub struct Pending<A: Aggregate> {
     context: EventStoreAggregateContext<A>,
     envelopes: Vec<EventEnvelope<A>>,
@@ -351,12 +357,11 @@ impl<A: Aggregate> Pending<A> {
     }
 }
 
-impl<A: Aggregate> PgEventStore<A> {
+impl<A: Aggregate> Pending<A> {
     /// Numbers `events` after the context's sequence and serializes them. `context.aggregate`
     /// must already reflect them, as it does after `Aggregate::handle` wrote them through its
     /// `EventSink`.
-    pub fn prepare(
-        &self,
+    pub fn new(
         events: Vec<A::Event>,
         context: EventStoreAggregateContext<A>,
         metadata: HashMap<String, String>,
@@ -383,7 +388,9 @@ impl<A: Aggregate> PgEventStore<A> {
             serialized,
         })
     }
+}
 
+impl<A: Aggregate> PgEventStore<A> {
     /// After `pending` was appended: takes a snapshot if one is due; returns its envelopes.
     pub async fn recorded(&self, pending: Pending<A>) -> Vec<EventEnvelope<A>> {
         let Pending {
@@ -398,148 +405,6 @@ impl<A: Aggregate> PgEventStore<A> {
             }
         }
         envelopes
-    }
-}
-
-/// An event ready to append: its stream, its place in it, and its payload and metadata as the
-/// JSON texts to store. Serialized once, straight from the event (not through a
-/// `serde_json::Value`, as cqrs-es's `SerializedEvent` is): the object keys of a payload come
-/// in its fields' order, and those of the metadata sorted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    pub aggregate_type: &'static str,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: String,
-    pub metadata: String,
-}
-
-impl NewEvent {
-    pub fn of<A: Aggregate>(envelope: &EventEnvelope<A>) -> Result<Self, serde_json::Error> {
-        let metadata: std::collections::BTreeMap<&String, &String> =
-            envelope.metadata.iter().collect();
-        Ok(Self {
-            aggregate_type: A::TYPE,
-            aggregate_id: envelope.aggregate_id.clone(),
-            sequence: envelope.sequence as i64,
-            event_type: envelope.payload.event_type(),
-            event_version: envelope.payload.event_version(),
-            payload: serde_json::to_string(&envelope.payload)?,
-            metadata: serde_json::to_string(&metadata)?,
-        })
-    }
-}
-
-/// Why an append failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// A sequence of one of the streams was taken meanwhile (a concurrent command won): nothing
-    /// was appended.
-    #[error("a concurrent command appended to the stream first")]
-    Conflict,
-    /// The database failed the statement: the driver's error as it is (`sqlx::Error` through
-    /// the pool, `tokio_postgres::Error` on the booking desk's own connection, `appender`), so
-    /// that `db::chain_is_unavailable` recognizes an outage.
-    #[error(transparent)]
-    Database(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl AppendError {
-    fn into_aggregate_error<E: std::error::Error>(self) -> AggregateError<E> {
-        match self {
-            AppendError::Conflict => AggregateError::AggregateConflict,
-            AppendError::Database(e) => AggregateError::DatabaseConnectionError(e),
-        }
-    }
-}
-
-/// The arguments of `parking_append_events`, one array per column: the events to append, then
-/// the streams to check (`seen`).
-pub(crate) struct AppendArrays {
-    pub kinds: Vec<&'static str>,
-    pub ids: Vec<String>,
-    pub sequences: Vec<i64>,
-    pub event_types: Vec<String>,
-    pub versions: Vec<String>,
-    pub payloads: Vec<String>,
-    pub metadata: Vec<String>,
-    pub read_kinds: Vec<&'static str>,
-    pub read_ids: Vec<String>,
-    pub read_sequences: Vec<i64>,
-}
-
-impl AppendArrays {
-    pub fn new<'a>(events: impl IntoIterator<Item = &'a NewEvent>, seen: &[Seen]) -> Self {
-        let events: Vec<&NewEvent> = events.into_iter().collect();
-        Self {
-            kinds: events.iter().map(|e| e.aggregate_type).collect(),
-            ids: events.iter().map(|e| e.aggregate_id.clone()).collect(),
-            sequences: events.iter().map(|e| e.sequence).collect(),
-            event_types: events.iter().map(|e| e.event_type.clone()).collect(),
-            versions: events.iter().map(|e| e.event_version.clone()).collect(),
-            payloads: events.iter().map(|e| e.payload.clone()).collect(),
-            metadata: events.iter().map(|e| e.metadata.clone()).collect(),
-            read_kinds: seen.iter().map(|s| s.aggregate_type).collect(),
-            read_ids: seen.iter().map(|s| s.aggregate_id.clone()).collect(),
-            read_sequences: seen.iter().map(|s| s.sequence).collect(),
-        }
-    }
-}
-
-/// Appends events of any streams in one statement, numbered in the global log in the order
-/// given (`parking_append_events`, migrations 0007 and 0008): atomic without an explicit transaction (one
-/// round trip instead of postgres-es's `BEGIN`, an `INSERT` per event, `COMMIT`), so the events
-/// of several aggregates are recorded together or not at all. The same rows as postgres-es
-/// writes, plus their position. Returns the log's head after them, which covers them.
-pub async fn append_all<'a>(
-    pool: &PgPool,
-    events: impl IntoIterator<Item = &'a NewEvent>,
-) -> Result<i64, AppendError> {
-    append_checked(pool, events, &[]).await
-}
-
-/// A stream as a decision saw it: `sequence` is the last event it had.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub aggregate_type: &'static str,
-    pub aggregate_id: String,
-    pub sequence: i64,
-}
-
-/// [`append_all`], recording nothing unless every stream in `seen` is still where the decision
-/// saw it (migration 0008): a stream that has moved since is a [`AppendError::Conflict`], as a
-/// lost race on a written stream is. With no events, only checks; returns the head either way.
-pub async fn append_checked<'a>(
-    pool: &PgPool,
-    events: impl IntoIterator<Item = &'a NewEvent>,
-    seen: &[Seen],
-) -> Result<i64, AppendError> {
-    let arrays = AppendArrays::new(events, seen);
-    let appended = sqlx::query_scalar(
-        "SELECT parking_append_events($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
-                                      NULL, NULL)",
-    )
-    .bind(&arrays.kinds)
-    .bind(&arrays.ids)
-    .bind(&arrays.sequences)
-    .bind(&arrays.event_types)
-    .bind(&arrays.versions)
-    .bind(&arrays.payloads)
-    .bind(&arrays.metadata)
-    .bind(&arrays.read_kinds)
-    .bind(&arrays.read_ids)
-    .bind(&arrays.read_sequences)
-    .fetch_one(pool)
-    .await;
-    match appended {
-        Ok(head) => Ok(head),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            Err(AppendError::Conflict)
-        }
-        Err(e) => Err(AppendError::Database(Box::new(e))),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The Kafka contract external consumers rely on (ARCHITECTURE.md, docs/events.md): topics,
+//! The Kafka contract external consumers rely on (docs/events.md, "Kafka contract"): topics,
 //! keys, partitions, the JSON envelope and the CloudEvents 1.0 binary-mode headers; and the
 //! client settings every producer and consumer of ours uses.
 

@@ -1,14 +1,15 @@
 //! # parking-infra
 //!
-//! Adapters between the domain and the outside world: configuration, telemetry, the
-//! Postgres pool and migrations, the event store (postgres-es plus our own correct
-//! snapshots), the global commit-ordered log (`log`), the relay to Kafka (`relay`, with the
-//! Kafka contract in `kafka`), idempotency-key storage, and the clock.
+//! Adapters between the domain and the outside world: configuration, telemetry, the Postgres
+//! pool and migrations, the one statement that appends events (`append`), the event store
+//! (postgres-es plus our own correct snapshots), the global commit-ordered log (`log`), the
+//! relay to Kafka (`relay`, with the Kafka contract in `kafka`, and the log read back from
+//! Kafka in `kafka_tail`), idempotency-key storage, upcasting, and the clock.
 //!
 //! It must never hold business rules: whatever it stores or sends, the domain decided.
 #![forbid(unsafe_code)]
 
-pub mod appender;
+pub mod append;
 pub mod clock;
 pub mod config;
 pub mod db;

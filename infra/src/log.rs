@@ -23,7 +23,6 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::appender::AppendTarget;
 use crate::event_store::event_id;
 
 /// The channel the sequencer notifies (payload: the new head position).
@@ -169,6 +168,14 @@ pub async fn read_between(
     .await
 }
 
+/// The log's head as the database has it now, read on `db` (a pool, or a connection that has
+/// other work to do in the same session).
+pub async fn recorded_head<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT position FROM event_log_head")
+        .fetch_one(db)
+        .await
+}
+
 /// The log's handle: numbers events and tells everyone in this process how far the numbered
 /// history reaches. Cheap to clone.
 #[derive(Clone)]
@@ -176,9 +183,6 @@ pub struct EventLog {
     pool: PgPool,
     head: Arc<watch::Sender<i64>>,
     batching: Arc<Batching>,
-    /// Where the booking desk opens its connection for pipelined appends; without it, the desk
-    /// appends through the pool, one batch at a time.
-    pipelined: Option<AppendTarget>,
 }
 
 /// Group numbering: one sequencer call at a time per process, serving every caller whose
@@ -200,16 +204,6 @@ impl EventLog {
             pool,
             head: Arc::new(watch::Sender::new(0)),
             batching: Arc::default(),
-            pipelined: None,
-        }
-    }
-
-    /// This log, with the booking desk's appends pipelined on a connection to `target`
-    /// (`appender`), as the server runs.
-    pub fn pipelined(self, target: AppendTarget) -> Self {
-        Self {
-            pipelined: Some(target),
-            ..self
         }
     }
 
@@ -217,9 +211,10 @@ impl EventLog {
         &self.pool
     }
 
-    /// Where pipelined appends go, if this log pipelines them.
-    pub fn append_target(&self) -> Option<&AppendTarget> {
-        self.pipelined.as_ref()
+    /// The log's head as the database has it now (every node's appends included), unlike
+    /// [`EventLog::head`], which is what this process has learnt of.
+    pub async fn recorded_head(&self) -> Result<i64, sqlx::Error> {
+        recorded_head(&self.pool).await
     }
 
     /// Numbers every committed, unnumbered event; returns a head position that covers every

@@ -168,8 +168,9 @@ pub struct BookingView {
     pub vehicle_number: String,
     pub price_cents: i64,
     pub currency: String,
-    /// `pending`, `confirmed`, `active`, `completed`, `cancelled` or `expired`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    #[schema(schema_with = status_schema)]
+    pub status: BookingStatus,
     /// An unpaid booking stops holding its slot at this instant.
     pub hold_until: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -192,13 +193,23 @@ impl BookingView {
             vehicle_number: booking.vehicle_number.as_str().to_owned(),
             price_cents: booking.price.minor,
             currency: booking.price.currency.as_str().to_owned(),
-            status: booking.status.as_str().to_owned(),
+            status: booking.status,
             hold_until: booking.hold_until,
             created_at: booking.created_at,
             updated_at,
             lot_owner_id: booking.lot_owner_id,
         }
     }
+}
+
+/// A booking's status in the OpenAPI document: one of the lifecycle's names.
+fn status_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(BookingStatus::ALL.map(BookingStatus::as_str)))
+        .description(Some("Where the booking is in its lifecycle."))
+        .build()
 }
 
 const SELECT_BOOKINGS: &str =

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bookings;
+mod live;
 pub mod lots;
 mod model;
 pub mod page;

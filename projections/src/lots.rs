@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::live::{with_clock, STATUS_SQL};
 use crate::model::Projection;
 use crate::page::{Page, PageRequest, Sort};
 use crate::{aggregate_uuid, occurred_at, slots};
@@ -190,7 +191,7 @@ fn select_lots() -> String {
                 SELECT count(*) AS total, count(*) FILTER (WHERE ({status}) = 'free') AS available
                   FROM rm_slots_live s WHERE s.lot_id = l.id
            ) c ON true",
-        status = slots::STATUS_SQL
+        status = STATUS_SQL
     )
 }
 
@@ -205,13 +206,6 @@ pub async fn get(
         .push(" WHERE l.id = ")
         .push_bind(id);
     query.build_query_as().fetch_optional(pool).await
-}
-
-/// Starts a query whose SQL may use `clock.now`, the instant "live" status is computed at.
-pub(crate) fn with_clock<'a>(now: DateTime<Utc>) -> QueryBuilder<'a, Postgres> {
-    let mut query = QueryBuilder::new("WITH clock AS (SELECT ");
-    query.push_bind(now).push("::timestamptz AS now) ");
-    query
 }
 
 #[derive(Debug, Clone, Default)]

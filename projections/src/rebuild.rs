@@ -66,9 +66,7 @@ pub async fn rebuild(
     let mut position = 0;
     let mut indexes = Some(indexes);
     loop {
-        let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-            .fetch_one(&mut db)
-            .await?;
+        let head = parking_infra::log::recorded_head(&mut db).await?;
         // (The first round always runs, so that a small log is replayed the same way.)
         if head - position > BATCH || (position == 0 && head > 0) {
             position = replay(&mut db, pool, model, position, head, started, &mut progress).await?;

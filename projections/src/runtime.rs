@@ -34,9 +34,9 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// After a step that caught up, the next starts no sooner than this after it. Under load the
 /// log moves with every booking batch (about 700 times a second on the project's machine), and
 /// a step is six round trips whatever it applies: spaced, a step applies more events for the
-/// same cost. Measured (docs/benchmarks.md, fifth session): 13 % less CPU per booking and 8 %
-/// more bookings/s, for 2–4 ms more from a write to its read model (p99 12.5 ms). A quiet log
-/// is not slowed: its next step comes long after the last.
+/// same cost. Measured with `bench-pipeline` (ADR 0010): 13 % less CPU per booking and 8 %
+/// more bookings/s, for 2–4 ms more from a write to its read model. A quiet log is not slowed:
+/// its next step comes long after the last.
 const STEP_SPACING: Duration = Duration::from_millis(5);
 
 /// The checkpoint row of a projection.
@@ -44,9 +44,9 @@ pub fn consumer(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Where the projections' events come from. The event store's tail ([`StoreTail`]) is the
-/// one source built; the Kafka topics the relay writes are the other one planned
-/// (docs/adr/0012-kafka-as-projection-source.md says what it needs first). The runtime does not
+/// Where the projections' events come from: the event store's tail ([`StoreTail`], the
+/// default) or the relay's topics read back in log order ([`KafkaSource`],
+/// `PROJECTION_SOURCE=kafka`, docs/adr/0012-kafka-as-projection-source.md). The runtime does not
 /// know which it reads.
 #[async_trait]
 pub trait EventSource: Send + Sync + 'static {
@@ -483,9 +483,7 @@ pub async fn status(
     pool: &PgPool,
     projections: &[&str],
 ) -> Result<(i64, Vec<ConsumerStatus>), sqlx::Error> {
-    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-        .fetch_one(pool)
-        .await?;
+    let head = parking_infra::log::recorded_head(pool).await?;
     let names: Vec<String> = projections.iter().map(|p| consumer(p)).collect();
     let rows: Vec<(String, i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
         "SELECT n.consumer, COALESCE(c.position, 0), c.updated_at

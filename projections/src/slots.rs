@@ -13,22 +13,9 @@ use parking_domain::slot::{Slot, SlotEvent};
 use parking_domain::time::TimeRange;
 
 use crate::aggregate_uuid;
-use crate::lots::with_clock;
+use crate::live::{with_clock, STATUS_SQL};
 use crate::model::Projection;
 use crate::page::{Page, PageRequest};
-
-/// A slot's status at `clock.now`, for a row `s` of `rm_slots_live`:
-/// `out_of_service`, `occupied` (a checked-in booking), `reserved` (a confirmed booking, or
-/// a pending one whose payment hold still runs) or `free`.
-pub(crate) const STATUS_SQL: &str = "
-CASE WHEN s.out_of_service THEN 'out_of_service'
-     WHEN EXISTS (SELECT 1 FROM rm_bookings b, clock
-                   WHERE b.slot_id = s.id AND b.status = 'active'
-                     AND b.start_time <= clock.now AND b.end_time > clock.now) THEN 'occupied'
-     WHEN EXISTS (SELECT 1 FROM rm_bookings b, clock
-                   WHERE b.slot_id = s.id AND b.start_time <= clock.now AND b.end_time > clock.now
-                     AND (b.status = 'confirmed' OR (b.status = 'pending' AND b.hold_until > clock.now))) THEN 'reserved'
-     ELSE 'free' END";
 
 pub(crate) async fn insert(
     db: &mut PgConnection,

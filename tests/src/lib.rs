@@ -123,18 +123,97 @@ async fn spawn_node(database_url: String, settings: &[(&'static str, &str)]) -> 
     }
 }
 
-/// A new, empty database (`parking_test_<uuid>`); returns its URL.
+impl TestApp {
+    /// The value of a counter or gauge on the server's `/metrics` (without labels).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let url = format!("{}/metrics", self.address);
+        let text = self.client.get(url).send().await.unwrap().text().await;
+        let text = text.unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+}
+
+/// A new database (`parking_test_<uuid>`) with every migration applied; returns its URL.
+///
+/// It is a copy of a template database that the first test of a run migrates
+/// ([`migrated_template`]): copying a database is a file copy in the server, several times
+/// cheaper than running the migrations for every test.
 pub async fn fresh_database() -> String {
-    let db_name = format!("parking_test_{}", Uuid::new_v4().simple());
     let server = server_url();
     let mut admin = PgConnection::connect(&format!("{server}/postgres"))
         .await
         .expect("connect to Postgres");
-    sqlx::query(&format!(r#"CREATE DATABASE "{db_name}""#))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    let template = migrated_template(&mut admin, &server).await;
+    let db_name = format!("parking_test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!(
+        r#"CREATE DATABASE "{db_name}" TEMPLATE "{template}""#
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("create test database");
     format!("{server}/{db_name}")
+}
+
+/// The name of a database holding exactly this build's migrations, made if missing:
+/// `parking_test_template_<digest of the migrations>`, so a changed migration gets a template
+/// of its own. Test processes run in parallel and any may be first: each builds under a name of
+/// its own and renames it into place, which only one can do; the others drop theirs. (Named
+/// `parking_test_*`, it is dropped with the test databases by `scripts/test.sh`.)
+async fn migrated_template(admin: &mut PgConnection, server: &str) -> String {
+    let name = format!("parking_test_template_{:016x}", migrations_digest());
+    if database_exists(admin, &name).await {
+        return name;
+    }
+    let building = format!("parking_test_building_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!(r#"CREATE DATABASE "{building}""#))
+        .execute(&mut *admin)
+        .await
+        .expect("create the template database");
+    let pool = PgPool::connect(&format!("{server}/{building}"))
+        .await
+        .expect("connect to the template database");
+    parking_infra::db::migrate(&pool)
+        .await
+        .expect("migrate the template database");
+    // A database is copied, and renamed, only with no one connected to it.
+    pool.close().await;
+    let renamed = sqlx::query(&format!(
+        r#"ALTER DATABASE "{building}" RENAME TO "{name}""#
+    ))
+    .execute(&mut *admin)
+    .await;
+    if renamed.is_err() {
+        sqlx::query(&format!(r#"DROP DATABASE "{building}""#))
+            .execute(&mut *admin)
+            .await
+            .expect("drop a template that lost the race");
+        assert!(database_exists(admin, &name).await, "{renamed:?}");
+    }
+    name
+}
+
+async fn database_exists(admin: &mut PgConnection, name: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .expect("look up a database")
+}
+
+/// FNV-1a over every migration's version and checksum: stable across builds and processes.
+fn migrations_digest() -> u64 {
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    for migration in parking_infra::db::MIGRATOR.iter() {
+        let version = migration.version.to_le_bytes();
+        for byte in version.iter().chain(migration.checksum.iter()) {
+            digest = (digest ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    digest
 }
 
 /// The configuration every test server gets.
@@ -429,7 +508,8 @@ impl TestApp {
         ]);
         let config = Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
         let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
-        let commands = parking_api::startup::commands(&EventLog::new(self.db.clone()), &config);
+        let commands =
+            parking_api::startup::commands(&EventLog::new(self.db.clone()), &config).unwrap();
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),

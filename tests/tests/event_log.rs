@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use parking_infra::event_store::{append_all, NewEvent};
+use parking_infra::append::{append_all, NewEvent};
 use parking_infra::log::read_after;
 use parking_infra::EventLog;
 use parking_tests::{spawn_app, spawn_app_with};

@@ -160,36 +160,22 @@ async fn metrics_count_the_booking_desks_batches() {
     let app = spawn_app().await;
     let fx = app.lot_with_slot().await;
     let (driver, _) = app.signed_in("user").await;
-    let metric = |text: &str, name: &str| -> u64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let scrape = || async {
-        let url = format!("{}/metrics", app.address);
-        app.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    assert_eq!(metric(&scrape().await, "parking_booking_batches_total"), 0);
+    assert_eq!(app.metric("parking_booking_batches_total").await, 0);
 
     for hour in 1..=3 {
         app.booked_hour(&driver, fx.slot_id, hour).await;
     }
-    let text = scrape().await;
     // One after the other: three batches of one.
-    assert_eq!(metric(&text, "parking_booking_batches_total"), 3);
-    assert_eq!(metric(&text, "parking_booking_batched_requests_total"), 3);
-    assert_eq!(metric(&text, "parking_booking_batch_redecisions_total"), 0);
+    for (name, count) in [
+        ("parking_booking_requests_received_total", 3),
+        ("parking_booking_batches_total", 3),
+        ("parking_booking_batched_requests_total", 3),
+        ("parking_booking_batch_redecisions_total", 0),
+    ] {
+        assert_eq!(app.metric(name).await, count, "{name}");
+    }
     // Counters only move forward between scrapes.
-    assert_eq!(metric(&scrape().await, "parking_booking_batches_total"), 3);
+    assert_eq!(app.metric("parking_booking_batches_total").await, 3);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bookings;
 pub mod health;
 pub mod lots;
+pub mod metrics;
 pub mod slots;
 
 use actix_web::http::header::{HeaderValue, LOCATION};

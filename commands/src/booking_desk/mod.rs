@@ -22,8 +22,14 @@
 //!
 //! One worker per process, deciding one batch at a time, so two batches of one process never
 //! race for a slot. A client going away cannot cut a batch short between its steps.
+//!
+//! The desk has no booking rule of its own: `batch` hands each request to the domain's
+//! `decide_booking` and the slot's and booking's own `handle`, on the batch's `streams`.
 
-use std::collections::{HashMap, VecDeque};
+mod batch;
+mod streams;
+
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -31,22 +37,41 @@ use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use futures::FutureExt;
-use parking_domain::booking::{price_for, Booking, BookingCommand, BookingPolicy};
+use parking_domain::booking::{Booking, BookingPolicy, BookingState, VehicleNumber};
 use parking_domain::lot::ParkingLot;
-use parking_domain::slot::{Slot, SlotCommand};
-use parking_domain::{Actor, Violation};
-use parking_infra::appender::{Appender, Chain, Sent};
-use parking_infra::event_store::{append_checked, AppendError, NewEvent, Pending, Seen};
+use parking_domain::slot::Slot;
+use parking_domain::time::TimeRange;
+use parking_domain::Actor;
+use parking_infra::append::{
+    append_checked, AppendError, AppendTarget, Appender, Chain, NewEvent, Seen, Sent,
+};
 use parking_infra::EventLog;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::bookings::{BookingRequest, CreatedBooking};
-use crate::bus::{backoff, Bus, Loaded, MAX_ATTEMPTS};
-use crate::context::{key_reused, CommandContext};
+use self::batch::{Batch, Decision, Recording};
+use self::streams::{StreamSet, Streams};
+use crate::bus::Bus;
+use crate::context::CommandContext;
 use crate::error::{BoxError, CommandError};
+use crate::retry;
+
+/// A booking as a client asks for it: the driver and the booking's id come from the request's
+/// context.
+pub struct BookingRequest {
+    pub slot_id: Uuid,
+    pub range: TimeRange,
+    pub vehicle_number: VehicleNumber,
+}
+
+/// A booking as its request decided it (or as the request's first attempt made it).
+#[derive(Debug, Clone)]
+pub struct CreatedBooking {
+    pub booking_id: Uuid,
+    pub booking: BookingState,
+}
 
 /// At most this many bookings per batch (one statement).
 const MAX_BATCH: usize = 64;
@@ -83,12 +108,16 @@ pub(crate) struct BookingDesk {
 }
 
 impl BookingDesk {
+    /// A desk that appends through `log`'s pool, one batch at a time, or, given `pipelined`, on
+    /// a connection of its own to it, with the next batch's append sent before the last has
+    /// answered.
     pub(crate) fn new(
         log: EventLog,
         slots: Bus<Slot>,
         lots: Bus<ParkingLot>,
         bookings: Bus<Booking>,
         policy: BookingPolicy,
+        pipelined: Option<AppendTarget>,
     ) -> Self {
         Self {
             booker: Arc::new(Booker {
@@ -97,6 +126,7 @@ impl BookingDesk {
                 lots,
                 bookings,
                 policy,
+                pipelined,
                 stats: Counters::default(),
             }),
             runtime: Handle::try_current().ok(),
@@ -108,6 +138,7 @@ impl BookingDesk {
     pub(crate) fn stats(&self) -> DeskStats {
         let counters = &self.booker.stats;
         DeskStats {
+            received: counters.received.load(Ordering::Relaxed),
             batches: counters.batches.load(Ordering::Relaxed),
             bookings: counters.bookings.load(Ordering::Relaxed),
             redecided: counters.redecided.load(Ordering::Relaxed),
@@ -138,20 +169,13 @@ impl BookingDesk {
         if queue.send(job).is_err() {
             return Err(worker_lost());
         }
+        self.booker.stats.received.fetch_add(1, Ordering::Relaxed);
         answer.await.unwrap_or_else(|_| Err(worker_lost()))
     }
 }
 
 fn worker_lost() -> CommandError {
     CommandError::Infrastructure("the booking worker stopped before answering".into())
-}
-
-fn slot_not_found() -> CommandError {
-    CommandError::rejected("slot_not_found", Violation::NotFound, "no such slot")
-}
-
-fn lot_not_found() -> CommandError {
-    CommandError::rejected("lot_not_found", Violation::NotFound, "no such lot")
 }
 
 /// What the desk's worker shares with the tasks it starts.
@@ -161,11 +185,14 @@ struct Booker {
     lots: Bus<ParkingLot>,
     bookings: Bus<Booking>,
     policy: BookingPolicy,
+    /// Where the desk's own connection goes, if it pipelines its appends.
+    pipelined: Option<AppendTarget>,
     stats: Counters,
 }
 
 #[derive(Default)]
 struct Counters {
+    received: AtomicU64,
     batches: AtomicU64,
     bookings: AtomicU64,
     redecided: AtomicU64,
@@ -174,6 +201,8 @@ struct Counters {
 /// What the booking desk has done since the process started (for `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeskStats {
+    /// Booking requests handed to the desk (less `bookings`: those waiting to be decided).
+    pub received: u64,
     /// Batches decided (a batch decided again counts again).
     pub batches: u64,
     /// Booking requests in them: divided by `batches`, the mean batch size.
@@ -182,103 +211,12 @@ pub struct DeskStats {
     pub redecided: u64,
 }
 
-/// Streams the desk holds between batches, as the batches appended so far leave them (those
-/// still on their way included). Bounded: when full, it starts again empty.
-#[derive(Default)]
-struct Held {
-    slots: HashMap<Uuid, Loaded<Slot>>,
-    lots: HashMap<Uuid, Loaded<ParkingLot>>,
-}
-
-/// How many streams of each kind the desk holds at most.
-const HELD_STREAMS: usize = 4096;
-
-impl Held {
-    /// Copies of those of `ids` that are held.
-    fn take_all<A: Aggregate + Clone>(
-        held: &HashMap<Uuid, Loaded<A>>,
-        ids: &[Uuid],
-    ) -> HashMap<Uuid, Loaded<A>> {
-        ids.iter()
-            .filter_map(|id| Some((*id, copy(held.get(id)?))))
-            .collect()
-    }
-
-    fn keep<A: Aggregate>(held: &mut HashMap<Uuid, Loaded<A>>, streams: HashMap<Uuid, Loaded<A>>) {
-        if held.len() + streams.len() > HELD_STREAMS {
-            held.clear();
-        }
-        held.extend(streams);
-    }
-
-    /// Keeps the streams a batch decided on, as its decisions leave them.
-    fn hold(&mut self, streams: Streams) {
-        Held::keep(&mut self.slots, streams.slots);
-        Held::keep(&mut self.lots, streams.lots);
-    }
-
-    /// Lets go of the streams of a batch that was not recorded, so that they are read again.
-    fn let_go(&mut self, touched: &Touched) {
-        for id in &touched.slots {
-            self.slots.remove(id);
-        }
-        for id in &touched.lots {
-            self.lots.remove(id);
-        }
-    }
-}
-
-/// The streams a batch decides on, as loaded at the start of an attempt and then as its
-/// earlier bookings leave them.
-struct Streams {
-    slots: HashMap<Uuid, Loaded<Slot>>,
-    lots: HashMap<Uuid, Loaded<ParkingLot>>,
-    /// For requests that may be retries: the booking their first attempt made, if any, or an
-    /// earlier request of the batch with the same key.
-    made: HashMap<Uuid, Booking>,
-    /// Every slot and lot as loaded (read or held), for the append to check.
-    seen: Vec<Seen>,
-}
-
-/// The slots and lots a batch decided on.
-struct Touched {
-    slots: Vec<Uuid>,
-    lots: Vec<Uuid>,
-}
-
-/// How one job of a batch came out.
-enum Decision {
-    /// Its events, to append with the batch's.
-    Record(Box<Recording>),
-    /// Final without appending anything: refused, or made by the request's first attempt.
-    Answer(Outcome),
-}
-
-/// A booking decided, with the events that record it.
-struct Recording {
-    reserved: Pending<Slot>,
-    created: Pending<Booking>,
-    booking: CreatedBooking,
-}
-
-impl Decision {
-    fn events(&self) -> impl Iterator<Item = &NewEvent> {
-        let (reserved, created): (&[_], &[_]) = match self {
-            Decision::Record(recording) => (
-                recording.reserved.serialized(),
-                recording.created.serialized(),
-            ),
-            Decision::Answer(_) => (&[], &[]),
-        };
-        reserved.iter().chain(created)
-    }
-}
-
 /// A batch decided, whose append is on its way.
 struct InFlight {
     jobs: Vec<Job>,
     decisions: Vec<Decision>,
-    touched: Touched,
+    /// Every stream it decided on, as it found them.
+    seen: Vec<Seen>,
     /// Its name, for the batch decided after it to follow (`Chain`).
     name: Uuid,
     outcome: Sent,
@@ -286,16 +224,67 @@ struct InFlight {
 }
 
 /// Jobs to decide again, not before a pause.
+#[derive(Default)]
 struct Redo {
     jobs: Vec<Job>,
-    not_before: Instant,
+    not_before: Option<Instant>,
+}
+
+impl Redo {
+    /// Queues the jobs of a batch that lost a race, after those already waiting and before
+    /// anything new, to be decided again after the retry policy's pause for the most tried of
+    /// them; answers `409 contention` to those that have had their last attempt.
+    fn push(&mut self, jobs: Vec<Job>) {
+        let mut pause = Duration::ZERO;
+        for mut job in jobs {
+            match retry::after_lost_race(job.attempt) {
+                Some(after) => {
+                    pause = pause.max(after);
+                    job.attempt += 1;
+                    self.jobs.push(job);
+                }
+                None => {
+                    let contention = CommandError::Contention {
+                        aggregate: Slot::TYPE,
+                        id: job.request.slot_id.to_string(),
+                    };
+                    let _ = job.reply.send(Err(contention));
+                }
+            }
+        }
+        if !self.jobs.is_empty() {
+            let not_before = Instant::now() + pause;
+            self.not_before = Some(self.not_before.map_or(not_before, |n| n.max(not_before)));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// When the waiting jobs may be decided again, if any wait.
+    fn due(&self) -> Option<Instant> {
+        self.not_before.filter(|_| !self.jobs.is_empty())
+    }
+
+    /// The first `at_most` waiting jobs.
+    fn take(&mut self, at_most: usize) -> Vec<Job> {
+        let rest = self.jobs.split_off(at_most.min(self.jobs.len()));
+        let first = std::mem::replace(&mut self.jobs, rest);
+        if self.jobs.is_empty() {
+            self.not_before = None;
+        }
+        first
+    }
 }
 
 /// The desk's worker: it decides one batch at a time, in arrival order, and has up to
 /// [`PIPELINE`] of them on their way to the log.
 struct Worker {
     booker: Arc<Booker>,
-    held: Held,
+    /// The streams of the batches appended so far (those on their way included), as they
+    /// leave them.
+    held: Streams,
     /// The desk's own connection; without one, each batch is appended through the pool and
     /// answered before the next is decided.
     appender: Option<Appender>,
@@ -303,21 +292,21 @@ struct Worker {
     /// How long appends have recently taken to come back, from sent to settled.
     round_trip: Duration,
     /// Jobs of batches that lost a race, decided again (first) once nothing is in flight.
-    redo: Option<Redo>,
+    redo: Redo,
 }
 
 impl Booker {
     /// The worker's loop: takes everything queued, up to a batch, whenever the pipeline has
     /// room; answers each batch as its append comes back, in order.
     async fn serve(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Job>) {
-        let appender = self.log.append_target().cloned().map(Appender::new);
+        let appender = self.pipelined.clone().map(Appender::new);
         let mut worker = Worker {
             booker: self,
-            held: Held::default(),
+            held: Streams::default(),
             appender,
             in_flight: VecDeque::new(),
             round_trip: Duration::ZERO,
-            redo: None,
+            redo: Redo::default(),
         };
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         // Until the desk is dropped: then what is on its way is still answered.
@@ -342,17 +331,10 @@ impl Booker {
                         }
                     }
                 }
-            } else if let Some(mut redo) = worker.redo.take() {
-                tokio::time::sleep_until(redo.not_before).await;
+            } else if let Some(not_before) = worker.redo.due() {
+                tokio::time::sleep_until(not_before).await;
                 // A batch at most; the rest, next (they still go before anything new).
-                let mut jobs = if redo.jobs.len() > MAX_BATCH {
-                    let rest = redo.jobs.split_off(MAX_BATCH);
-                    let first = std::mem::replace(&mut redo.jobs, rest);
-                    worker.redo = Some(redo);
-                    first
-                } else {
-                    redo.jobs
-                };
+                let mut jobs = worker.redo.take(MAX_BATCH);
                 while jobs.len() < MAX_BATCH {
                     match queue.try_recv() {
                         Ok(job) => jobs.push(job),
@@ -374,7 +356,7 @@ impl Worker {
     /// wait to be decided again, and not beyond the pipeline's depth.
     fn has_room(&self) -> bool {
         let depth = if self.appender.is_some() { PIPELINE } else { 1 };
-        self.redo.is_none() && self.in_flight.len() < depth
+        self.redo.is_empty() && self.in_flight.len() < depth
     }
 
     /// When the next batch may be decided. With nothing on its way, at once. Otherwise a little
@@ -412,8 +394,9 @@ impl Worker {
             }
         };
         let events: Vec<&NewEvent> = decisions.iter().flat_map(Decision::events).collect();
+        let seen = streams.seen();
         // Even a batch that records nothing checks the streams it was refused on.
-        let unwritten = only_read(&streams.seen, &events);
+        let unwritten = only_read(&seen, &events);
         let chain = Chain {
             after: self.in_flight.back().map(|batch| batch.name),
             batch: Uuid::new_v4(),
@@ -425,17 +408,13 @@ impl Worker {
                 Box::pin(std::future::ready(appended))
             }
         };
-        let touched = Touched {
-            slots: streams.slots.keys().copied().collect(),
-            lots: streams.lots.keys().copied().collect(),
-        };
         // The next batch decides on these states; its append follows this one's, and records
         // nothing unless this one was recorded.
         self.held.hold(streams);
         self.in_flight.push_back(InFlight {
             jobs,
             decisions,
-            touched,
+            seen,
             name: chain.batch,
             outcome,
             sent_at: Instant::now(),
@@ -450,7 +429,7 @@ impl Worker {
         let InFlight {
             jobs,
             decisions,
-            touched,
+            seen,
             ..
         } = batch;
         match outcome {
@@ -465,7 +444,7 @@ impl Worker {
                     bookings = jobs.len(),
                     "a batch's streams moved; deciding again"
                 );
-                self.held.let_go(&touched);
+                self.held.let_go(&seen);
                 self.booker.stats.redecided.fetch_add(1, Ordering::Relaxed);
                 self.decide_again(jobs);
             }
@@ -476,45 +455,13 @@ impl Worker {
     /// The database failed a batch: whether it was recorded is unknown, so the desk forgets
     /// every stream it holds.
     fn failed(&mut self, jobs: Vec<Job>, error: BoxError) {
-        self.held = Held::default();
+        self.held = Streams::default();
         fail_all(jobs, error);
     }
 
-    /// Queues `jobs` to be decided again, after those already waiting and before anything new,
-    /// after a short pause (racing nodes spread out); or answers `409 contention` to those that
-    /// have lost too many races.
+    /// Queues `jobs` to be decided again (see [`Redo::push`]).
     fn decide_again(&mut self, jobs: Vec<Job>) {
-        let mut again = Vec::with_capacity(jobs.len());
-        let mut attempt = 1;
-        for mut job in jobs {
-            job.attempt += 1;
-            attempt = attempt.max(job.attempt);
-            if job.attempt > MAX_ATTEMPTS {
-                let contention = CommandError::Contention {
-                    aggregate: Slot::TYPE,
-                    id: job.request.slot_id.to_string(),
-                };
-                let _ = job.reply.send(Err(contention));
-            } else {
-                again.push(job);
-            }
-        }
-        if again.is_empty() {
-            return;
-        }
-        let not_before = Instant::now() + backoff(attempt - 1);
-        match &mut self.redo {
-            Some(redo) => {
-                redo.jobs.extend(again);
-                redo.not_before = redo.not_before.max(not_before);
-            }
-            None => {
-                self.redo = Some(Redo {
-                    jobs: again,
-                    not_before,
-                })
-            }
-        }
+        self.redo.push(jobs);
     }
 }
 
@@ -522,156 +469,48 @@ impl Booker {
     /// Loads the batch's streams and decides each job in arrival order on them.
     async fn decide_all(
         &self,
-        held: &Held,
+        held: &Streams,
         jobs: &[Job],
     ) -> Result<(Streams, Vec<Decision>), CommandError> {
-        let mut streams = self.load(held, jobs).await?;
-        let mut decisions = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            decisions.push(self.decide(job, &mut streams).await);
-        }
-        Ok((streams, decisions))
+        let mut batch = self.load(held, jobs).await?;
+        let decisions = batch::decide_all(&mut batch, jobs, &self.policy).await;
+        Ok((batch.streams, decisions))
     }
 
     /// The batch's slots, their lots, and the bookings its retried requests may have made
     /// already. Streams the desk holds are taken as it holds them, unread: the append checks
-    /// that they have not moved (`Streams::seen`). The rest are read: the slots (with the
-    /// retried requests' bookings), then the lots of those slots that the desk does not hold.
-    async fn load(&self, held: &Held, jobs: &[Job]) -> Result<Streams, CommandError> {
-        let slot_ids = distinct(jobs.iter().map(|job| job.request.slot_id));
+    /// that they have not moved. The rest are read: the slots (with the retried requests'
+    /// bookings), then the lots of those slots that the desk does not hold. In the steady state
+    /// no query is sent here at all.
+    async fn load(&self, held: &Streams, jobs: &[Job]) -> Result<Batch, CommandError> {
+        let slot_ids: Vec<Uuid> = distinct(jobs.iter().map(|job| job.request.slot_id));
         let booking_ids = distinct(
             jobs.iter()
                 .filter(|job| job.ctx.may_be_retry())
                 .map(|job| job.ctx.new_id("booking")),
         );
-        let booking_keys = keys(&booking_ids);
-        let mut slots = Held::take_all(&held.slots, &slot_ids);
-        let lot_ids = distinct(slots.values().filter_map(lot_of));
-        let mut lots = Held::take_all(&held.lots, &lot_ids);
-        let unheld_slots: Vec<Uuid> = slot_ids
-            .iter()
-            .filter(|id| !slots.contains_key(id))
-            .copied()
-            .collect();
-        // Held streams are not read: in the steady state no query is sent here at all.
-        let slot_keys = keys(&unheld_slots);
+        let mut slots = StreamSet::copies(&held.slots, &slot_ids);
+        let unheld_slots = slots.missing(slot_ids);
+        let (slot_keys, booking_keys) = (keys(&unheld_slots), keys(&booking_ids));
         let (read_slots, made) = tokio::try_join!(
             self.slots.load_many(&slot_keys),
             self.bookings.load_many(&booking_keys),
         )?;
-        slots.extend(unheld_slots.into_iter().zip(read_slots));
-        let unheld_lots = unheld(&lots, slots.values().filter_map(lot_of));
+        slots.add(unheld_slots, read_slots);
+        let lot_ids: Vec<Uuid> = batch::lots_of(slots.states()).collect();
+        let mut lots = StreamSet::copies(&held.lots, &lot_ids);
+        let unheld_lots = lots.missing(lot_ids);
         let read_lots = self.lots.load_many(&keys(&unheld_lots)).await?;
-        lots.extend(unheld_lots.into_iter().zip(read_lots));
-        let seen = slots
-            .iter()
-            .map(|(id, slot)| seen::<Slot>(id, slot))
-            .chain(lots.iter().map(|(id, lot)| seen::<ParkingLot>(id, lot)))
-            .collect();
-        Ok(Streams {
-            slots,
-            lots,
+        lots.add(unheld_lots, read_lots);
+        Ok(Batch {
+            streams: Streams { slots, lots },
             made: booking_ids
                 .into_iter()
                 .zip(made)
                 .filter(|(_, made)| made.current_sequence > 0)
                 .map(|(id, made)| (id, made.aggregate))
                 .collect(),
-            seen,
         })
-    }
-
-    /// Decides one job on `streams`, which then include its events.
-    async fn decide(&self, job: &Job, streams: &mut Streams) -> Decision {
-        match self.try_decide(job, streams).await {
-            Ok(decision) => decision,
-            Err(refused) => Decision::Answer(Err(refused)),
-        }
-    }
-
-    async fn try_decide(&self, job: &Job, streams: &mut Streams) -> Result<Decision, CommandError> {
-        let (ctx, request) = (&job.ctx, &job.request);
-        let slot = streams
-            .slots
-            .get(&request.slot_id)
-            .ok_or_else(slot_not_found)?;
-        let info = slot.aggregate.info.clone().ok_or_else(slot_not_found)?;
-        let lot = streams
-            .lots
-            .get(&info.lot_id)
-            .and_then(|lot| lot.aggregate.registered.as_ref())
-            .ok_or_else(lot_not_found)?;
-        if !lot.slots.values().any(|s| s.slot_id == request.slot_id) {
-            return Err(slot_not_found());
-        }
-        if !lot.active {
-            return Err(CommandError::rejected(
-                "lot_inactive",
-                Violation::Conflict,
-                "the lot is deactivated",
-            ));
-        }
-
-        let booking_id = ctx.new_id("booking");
-        if let Some(made) = streams.made.get(&booking_id) {
-            return first_attempt(made, booking_id, job).map(|made| Decision::Answer(Ok(made)));
-        }
-        let price = price_for(&lot.details.hourly_rate, &request.range);
-        // A booking whose reservation was recorded alone (by the two-step process of earlier
-        // versions) keeps that reservation's hold while it runs.
-        let hold_until = slot
-            .aggregate
-            .reservations
-            .get(&booking_id)
-            .filter(|r| r.is_live(ctx.now))
-            .and_then(|r| r.hold_until)
-            .unwrap_or_else(|| self.policy.hold_until(ctx.now));
-        let reserve = SlotCommand::Reserve {
-            booking_id,
-            range: request.range,
-            hold_until: Some(hold_until),
-            now: ctx.now,
-        };
-        let reserved = self.slots.decide(copy(slot), reserve, ctx).await?;
-        let step_ctx = reserved
-            .envelopes()
-            .last()
-            .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
-        let create = BookingCommand::Create {
-            user_id: job.driver.user_id,
-            lot_id: info.lot_id,
-            lot_owner_id: lot.owner_id,
-            slot_id: request.slot_id,
-            range: request.range,
-            vehicle_number: request.vehicle_number.clone(),
-            price,
-            hold_until,
-            now: ctx.now,
-        };
-        let created = self
-            .bookings
-            .decide(
-                Bus::<Booking>::fresh(&booking_id.to_string()),
-                create,
-                &step_ctx,
-            )
-            .await?;
-        streams.slots.insert(request.slot_id, reserved.after());
-        // A twin of this request later in the batch (a retry that overtook the idempotency
-        // layer) finds this booking made, as a retry after the batch would.
-        let made = created.after().aggregate;
-        let booking = CreatedBooking {
-            booking_id,
-            booking: made.state.clone().ok_or_else(|| {
-                CommandError::Infrastructure("a booking decided without its creation".into())
-            })?,
-        };
-        streams.made.insert(booking_id, made);
-        Ok(Decision::Record(Box::new(Recording {
-            reserved,
-            created,
-            booking,
-        })))
     }
 
     /// After a batch was recorded (the log's head then was `head`): every answer, then, in a
@@ -703,33 +542,6 @@ impl Booker {
             }
         });
     }
-}
-
-/// A retried request whose first attempt made its booking: that booking, if the request is
-/// the same. The answer must cover it, so the request's position is settled.
-fn first_attempt(
-    made: &Booking,
-    booking_id: Uuid,
-    job: &Job,
-) -> Result<CreatedBooking, CommandError> {
-    let Some(made) = &made.state else {
-        return Err(CommandError::Infrastructure(
-            "a booking stream without its creation".into(),
-        ));
-    };
-    let request = &job.request;
-    let same = made.user_id == job.driver.user_id
-        && made.slot_id == request.slot_id
-        && made.range == request.range
-        && made.vehicle_number == request.vehicle_number;
-    if !same {
-        return Err(key_reused());
-    }
-    job.ctx.mark_unsettled();
-    Ok(CreatedBooking {
-        booking_id,
-        booking: made.clone(),
-    })
 }
 
 /// Fails every request of a batch with its error, which each of them carries as its source
@@ -780,37 +592,70 @@ fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
     ids.filter(|id| seen.insert(*id)).collect()
 }
 
-/// The lot a slot belongs to.
-fn lot_of(slot: &Loaded<Slot>) -> Option<Uuid> {
-    slot.aggregate.info.as_ref().map(|info| info.lot_id)
-}
-
-/// Those of `ids` not in `have`, once each.
-fn unheld<A: Aggregate>(
-    have: &HashMap<Uuid, Loaded<A>>,
-    ids: impl Iterator<Item = Uuid>,
-) -> Vec<Uuid> {
-    distinct(ids.filter(|id| !have.contains_key(id)))
-}
-
-/// A stream as a batch decided on it.
-fn seen<A: Aggregate>(id: &Uuid, loaded: &Loaded<A>) -> Seen {
-    Seen {
-        aggregate_type: A::TYPE,
-        aggregate_id: id.to_string(),
-        sequence: loaded.current_sequence as i64,
-    }
-}
-
 fn keys(ids: &[Uuid]) -> Vec<String> {
     ids.iter().map(Uuid::to_string).collect()
 }
 
-fn copy<A: Aggregate + Clone>(loaded: &Loaded<A>) -> Loaded<A> {
-    Loaded {
-        aggregate_id: loaded.aggregate_id.clone(),
-        aggregate: loaded.aggregate.clone(),
-        current_sequence: loaded.current_sequence,
-        current_snapshot: loaded.current_snapshot,
+/// Retry counting of the jobs whose batch lost a race, without a database.
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use parking_domain::booking::VehicleNumber;
+    use parking_domain::Role;
+
+    use super::*;
+
+    fn job(request_id: &str, attempt: u32) -> (Job, oneshot::Receiver<Outcome>) {
+        let driver = Actor {
+            user_id: Uuid::from_u128(1),
+            role: Role::User,
+        };
+        let now = Utc::now();
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            ctx: CommandContext::for_request(Some(driver), request_id.into(), now),
+            driver,
+            request: BookingRequest {
+                slot_id: Uuid::from_u128(11),
+                range: TimeRange::new(now, now + chrono::Duration::hours(1)).unwrap(),
+                vehicle_number: VehicleNumber::parse("AB-1").unwrap(),
+            },
+            reply,
+            attempt,
+        };
+        (job, answer)
+    }
+
+    #[test]
+    fn jobs_that_lost_a_race_are_decided_again_in_order_after_a_pause() {
+        let mut redo = Redo::default();
+        let ((a, _), (b, _), (c, _)) = (job("a", 1), job("b", 1), job("c", 3));
+        let before = Instant::now();
+        redo.push(vec![a, b]);
+        redo.push(vec![c]);
+        let due = redo.due().expect("jobs wait");
+        assert!(due >= before && due <= Instant::now() + Duration::from_millis(6));
+        let first = redo.take(2);
+        let order: Vec<_> = first
+            .iter()
+            .map(|j| (j.ctx.request_id.as_str(), j.attempt))
+            .collect();
+        assert_eq!(order, [("a", 2), ("b", 2)]);
+        assert!(!redo.is_empty(), "the rest waits for the next batch");
+        let rest = redo.take(MAX_BATCH);
+        assert_eq!((rest.len(), rest[0].attempt), (1, 4));
+        assert!(redo.is_empty() && redo.due().is_none());
+    }
+
+    #[test]
+    fn a_job_that_lost_its_last_race_is_answered_contention() {
+        let mut redo = Redo::default();
+        let (last, mut answer) = job("a", retry::MAX_ATTEMPTS);
+        let (earlier, mut waiting) = job("b", retry::MAX_ATTEMPTS - 1);
+        redo.push(vec![last, earlier]);
+        let answered = answer.try_recv().expect("answered at once");
+        assert!(matches!(answered, Err(CommandError::Contention { .. })));
+        assert!(waiting.try_recv().is_err(), "one more attempt left");
+        assert_eq!(redo.take(MAX_BATCH).len(), 1);
     }
 }

@@ -10,7 +10,7 @@
 //! The maps are persistent (`imbl`): a copy of a calendar shares their nodes, and a change to
 //! one copy rewrites only the paths it touches. The booking desk decides each booking on a copy
 //! of its slot and keeps the slots it recorded (ADR 0013); with `BTreeMap`s every copy, and
-//! every drop of one, walked the whole calendar (`docs/benchmarks.md`).
+//! every drop of one, would walk the whole calendar.
 //!
 //! Serialized (in snapshots) as the map from booking id to reservation it always was: the
 //! indexes are derived when it is read.

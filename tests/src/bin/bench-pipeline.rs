@@ -148,8 +148,8 @@ fn env(name: &str, default: u64) -> u64 {
 /// say) holds it: plain HTTP/1.1 on one TCP connection, the request's fixed headers made once,
 /// the answer's body read and parsed only where it is needed. Its CPU counts as this process's,
 /// beside the server's, so it should spend as little as the raw inserts' client does (one
-/// held sqlx connection each); through `reqwest`, with a pool, URL parsing and every body
-/// parsed into a `serde_json::Value`, it was about a fifth of this process (docs/benchmarks.md).
+/// held sqlx connection each). A pooled client that parses URLs and every body into a
+/// `serde_json::Value` (`reqwest`) would be about a fifth of this process.
 struct Client {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: HeaderValue,
@@ -409,9 +409,7 @@ async fn run() -> anyhow::Result<()> {
     sqlx::query("UPDATE log_checkpoints SET position = 0 WHERE consumer = 'relay:kafka'")
         .execute(&app.db)
         .await?;
-    let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
-        .fetch_one(&app.db)
-        .await?;
+    let head = log.recorded_head().await?;
     let relay = tokio::spawn(
         Relay::new(
             log.clone(),

@@ -1,13 +1,14 @@
 //! Benchmark: does a slot's calendar stay fast to command as its history grows?
 //!
 //! Loading an aggregate replays its stream, so a slot booked for years would slow down with
-//! every booking (FACTS.md: 10k events → 45 commands/s with plain cqrs-es). The slot calendar
+//! every booking (the full-replay column below shows how much). The slot calendar
 //! prunes ended reservations from its state and is snapshotted every 200 events; this measures
 //! reservation commands per second on one slot with 0, 1,000 and 10,000 events of history,
 //! with snapshots (as shipped) and without (full replay), against the fresh-slot baseline
 //! measured in the same run.
 //!
-//! Run: `cargo run --release --bin bench-slot-stream` (PostgreSQL on 127.0.0.1; it creates
+//! Run: `cargo run --release --locked --bin bench-slot-stream` (PostgreSQL on
+//! `TEST_DATABASE_URL`, default 127.0.0.1; it creates
 //! and drops its own database). `BENCH_COMMANDS` sets the commands per measurement (300).
 
 use std::time::Instant;
