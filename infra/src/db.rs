@@ -49,8 +49,9 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// [`is_unavailable`] for the booking desk's own connection (`appender`). An error without a
-/// SQLSTATE there is the connection's (refused, closed, broken): its one statement is fixed.
+/// [`is_unavailable`] for the booking desk's own connection (`append::Appender`). An error
+/// without a SQLSTATE there is the connection's (refused, closed, broken): its one statement is
+/// fixed.
 fn pipeline_is_unavailable(error: &tokio_postgres::Error) -> bool {
     match error.as_db_error() {
         Some(e) => unavailable_code(e.code().code(), e.message()),

@@ -11,7 +11,8 @@
 //! (migration 0008), so in the steady state a batch is one round trip.
 //!
 //! The appends are pipelined: while one is on its way, the next batch is decided on the states
-//! it leaves, and its append is queued behind it on the desk's own connection (`appender`).
+//! it leaves, and its append is queued behind it on the desk's own connection
+//! (`parking_infra::append::Appender`).
 //! It records nothing unless the one it follows was recorded (migration 0009).
 //!
 //! Answers are given only once the batch is recorded, so nobody is answered from a state that
