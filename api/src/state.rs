@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-
+use actix_web::{FromRequest, HttpMessage};
 use parking_commands::{CommandContext, Commands, PositionCell};
 use parking_domain::Actor;
 use parking_projections::Projections;
 use sqlx::PgPool;
-
-use actix_web::{FromRequest, HttpMessage};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
