@@ -1,7 +1,7 @@
 //! Appending events: the one statement that records them, `parking_append_events` (migrations
 //! 0007 to 0009), called through the pool ([`append_all`], [`append_checked`]) or pipelined on a
 //! connection of its own ([`Appender`], the booking desk's). Its SQL, the order and types of its
-//! arguments ([`AppendCall`]) and what its failures mean ([`AppendError`]) are written here only.
+//! arguments (`AppendCall`) and what its failures mean ([`AppendError`]) are written here only.
 //!
 //! One call appends events of any streams in one statement, numbered in the global log in the
 //! order given: atomic without an explicit transaction (one round trip instead of postgres-es's

@@ -246,7 +246,7 @@ pub fn producer(kafka: &KafkaConfig) -> KafkaResult<Producer> {
 
 /// Our producers' librdkafka context: its log lines go to `tracing` (target `librdkafka`) at
 /// their own level, as rdkafka's default context sends them, with one exception (see
-/// [`log_level`]).
+/// `log_level`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProducerContext;
 

@@ -140,7 +140,7 @@ impl TestApp {
 /// A new database (`parking_test_<uuid>`) with every migration applied; returns its URL.
 ///
 /// It is a copy of a template database that the first test of a run migrates
-/// ([`migrated_template`]): copying a database is a file copy in the server, several times
+/// (`migrated_template`): copying a database is a file copy in the server, several times
 /// cheaper than running the migrations for every test.
 pub async fn fresh_database() -> String {
     let server = server_url();
