@@ -19,6 +19,7 @@ pub mod kafka;
 pub mod kafka_tail;
 pub mod log;
 pub mod relay;
+pub mod stripe;
 pub mod telemetry;
 pub mod upcasting;
 
