@@ -150,13 +150,6 @@ fn not_loaded<A: cqrs_es::Aggregate>() -> CommandError {
     CommandError::Infrastructure(format!("a batch decided on a {} it did not load", A::TYPE).into())
 }
 
-/// The streams of a loaded batch's slots' lots: what the batch must read besides the slots.
-pub(super) fn lots_of<'a>(
-    slots: impl Iterator<Item = &'a Slot> + 'a,
-) -> impl Iterator<Item = Uuid> + 'a {
-    slots.filter_map(|slot| slot.info.as_ref().map(|info| info.lot_id))
-}
-
 /// The desk's decision loop, without a database: streams built from events in memory, requests
 /// as the desk queues them.
 #[cfg(test)]

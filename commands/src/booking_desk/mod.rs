@@ -447,7 +447,7 @@ impl Worker {
                 );
                 self.held.let_go(&seen);
                 self.booker.stats.redecided.fetch_add(1, Ordering::Relaxed);
-                self.decide_again(jobs);
+                self.redo.push(jobs);
             }
             Err(AppendError::Database(e)) => self.failed(jobs, e),
         }
@@ -458,11 +458,6 @@ impl Worker {
     fn failed(&mut self, jobs: Vec<Job>, error: BoxError) {
         self.held = Streams::default();
         fail_all(jobs, error);
-    }
-
-    /// Queues `jobs` to be decided again (see [`Redo::push`]).
-    fn decide_again(&mut self, jobs: Vec<Job>) {
-        self.redo.push(jobs);
     }
 }
 
@@ -498,7 +493,11 @@ impl Booker {
             self.bookings.load_many(&booking_keys),
         )?;
         slots.add(unheld_slots, read_slots);
-        let lot_ids: Vec<Uuid> = batch::lots_of(slots.states()).collect();
+        let lot_ids = distinct(
+            slots
+                .states()
+                .filter_map(|slot| Some(slot.info.as_ref()?.lot_id)),
+        );
         let mut lots = StreamSet::copies(&held.lots, &lot_ids);
         let unheld_lots = lots.missing(lot_ids);
         let read_lots = self.lots.load_many(&keys(&unheld_lots)).await?;

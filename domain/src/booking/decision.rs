@@ -429,7 +429,7 @@ mod tests {
     fn a_booking_answers_only_the_request_that_made_it() {
         let range = minutes_from_now(60, 120);
         let made = BookingState {
-            status: super::super::BookingStatus::Pending,
+            status: crate::booking::BookingStatus::Pending,
             user_id: DRIVER,
             lot_id: LOT,
             lot_owner_id: OWNER,
