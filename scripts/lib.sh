@@ -82,11 +82,16 @@ ensure_packages() {
   done
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]} (apt-get)"
+  apt_install "${missing[@]}"
+}
+
+# Installs the Debian packages named, with sudo unless root.
+apt_install() {
+  log "installing $* (apt-get)"
   local sudo=
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 broker_ready() {
@@ -113,4 +118,82 @@ ensure_broker() {
   done
   echo "the broker did not start; see $TOOLS_DIR/tansu.log" >&2
   return 1
+}
+
+# --- Stripe-protocol server for development and tests -------------------------------------------
+# localstripe (GPL-3.0, a fake Stripe API in Python, run as a separate program, not linked): the
+# tests pay with it end to end, and scripts/dev.sh lets a newcomer book and pay locally with no
+# Stripe account. Installed once per machine into a Python venv in the machine-wide cache.
+LOCALSTRIPE_VERSION=1.15.10
+LOCALSTRIPE_HOST=${LOCALSTRIPE_HOST:-127.0.0.1}
+LOCALSTRIPE_PORT=${LOCALSTRIPE_PORT:-8420}
+LOCALSTRIPE_PYTHON=${LOCALSTRIPE_PYTHON:-$TOOLS_CACHE/localstripe-$LOCALSTRIPE_VERSION/bin/python}
+
+# A LOCALSTRIPE_PYTHON set by hand is taken as it is; the default one is made here if missing.
+ensure_localstripe() {
+  local venv=$TOOLS_CACHE/localstripe-$LOCALSTRIPE_VERSION
+  if [ "$LOCALSTRIPE_PYTHON" != "$venv/bin/python" ]; then
+    [ -x "$LOCALSTRIPE_PYTHON" ] && return 0
+    echo "LOCALSTRIPE_PYTHON=$LOCALSTRIPE_PYTHON is not an executable" >&2
+    return 1
+  fi
+  # pip writes the package's dist-info once it is installed: a venv cut short is made again.
+  if [ -x "$LOCALSTRIPE_PYTHON" ] &&
+    compgen -G "$venv/lib/python3*/site-packages/localstripe-$LOCALSTRIPE_VERSION.dist-info" >/dev/null; then
+    return 0
+  fi
+  log "installing localstripe $LOCALSTRIPE_VERSION into $venv (once per machine, ~10 s)"
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+  rm -rf "$venv"
+  local output
+  if ! output=$(python3 -m venv "$venv" 2>&1); then
+    # Debian's python3 comes without ensurepip, which venv needs: it is in python3-venv.
+    if ! grep -q ensurepip <<<"$output"; then
+      echo "$output" >&2
+      return 1
+    fi
+    apt_install python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check "localstripe==$LOCALSTRIPE_VERSION"
+}
+
+localstripe_ready() {
+  (exec 3<>"/dev/tcp/$LOCALSTRIPE_HOST/$LOCALSTRIPE_PORT") 2>/dev/null
+}
+
+# Starts localstripe on $LOCALSTRIPE_HOST:$LOCALSTRIPE_PORT unless something already listens
+# there, then (again, every time) registers the dev server's webhook endpoint with the secret
+# $STRIPE_WEBHOOK_SECRET. Its log and pid go to .tools/. State is in memory: a restart forgets
+# every payment and webhook. (localstripe also pickles its state to a fixed /tmp file; it never
+# reads it back this way, so writing it is switched off. TMPDIR is its own all the same.)
+start_localstripe() {
+  if ! localstripe_ready; then
+    log "starting localstripe on $LOCALSTRIPE_HOST:$LOCALSTRIPE_PORT"
+    mkdir -p "$TOOLS_DIR/localstripe-state"
+    TMPDIR=$TOOLS_DIR/localstripe-state nohup "$LOCALSTRIPE_PYTHON" -c "
+from aiohttp import web
+import localstripe.resources
+localstripe.resources.Store.dump_to_disk = lambda self: None
+from localstripe.server import app
+web.run_app(app, host='$LOCALSTRIPE_HOST', port=$LOCALSTRIPE_PORT)
+" >"$TOOLS_DIR/localstripe.log" 2>&1 &
+    echo $! >"$TOOLS_DIR/localstripe.pid"
+    for _ in $(seq 1 100); do
+      localstripe_ready && break
+      sleep 0.1
+    done
+    if ! localstripe_ready; then
+      echo "localstripe did not start; see $TOOLS_DIR/localstripe.log" >&2
+      return 1
+    fi
+  fi
+  local hook=http://${BIND_ADDR:-127.0.0.1:8080}/api/v1/payments/webhook
+  if ! curl -sf -o /dev/null -X POST \
+    "http://$LOCALSTRIPE_HOST:$LOCALSTRIPE_PORT/_config/webhooks/parking-dev" \
+    --data-urlencode "url=$hook" --data-urlencode "secret=$STRIPE_WEBHOOK_SECRET"; then
+    echo "localstripe on $LOCALSTRIPE_HOST:$LOCALSTRIPE_PORT refused the webhook $hook" >&2
+    return 1
+  fi
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, then every unit and end-to-end test of the workspace
-# against the local PostgreSQL, which it starts if it is down, and real Kafka-protocol brokers
+# against the local PostgreSQL, which it starts if it is down, real Kafka-protocol brokers
 # (tansu, built once per machine into .tools/; each relay test starts its own, some behind a
-# TLS proxy). Installs the Debian packages it needs if missing. One build, debug profile.
+# TLS proxy) and real Stripe-protocol servers (localstripe, installed once per machine into a
+# Python venv in ~/.cache/parking-tools; each payment test starts its own on loopback).
+# Installs the Debian packages it needs if missing. One build, debug profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -11,6 +13,8 @@ ensure_packages
 ensure_postgres
 ensure_tansu
 export TANSU_BIN
+ensure_localstripe
+export LOCALSTRIPE_PYTHON
 drop_test_databases
 trap drop_test_databases EXIT
 

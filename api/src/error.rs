@@ -156,6 +156,9 @@ impl From<CommandError> for ApiError {
             contention @ CommandError::Contention { .. } => {
                 Self::new(StatusCode::CONFLICT, "contention", contention.to_string()).retry_after(1)
             }
+            CommandError::Unavailable { code, message } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(5)
+            }
             CommandError::Infrastructure(source)
                 if parking_infra::db::chain_is_unavailable(source.as_ref()) =>
             {

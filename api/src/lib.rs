@@ -20,6 +20,7 @@ pub mod request_id;
 mod routes;
 pub mod startup;
 pub mod state;
+mod sweep;
 pub mod throttle;
 
 pub use startup::Application;

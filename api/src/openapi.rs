@@ -20,7 +20,8 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Sign-up, sign-in"),
         (name = "lots", description = "Parking lots"),
         (name = "slots", description = "Slots of a lot"),
-        (name = "bookings", description = "Bookings of slots"),
+        (name = "bookings", description = "Bookings of slots and their lifecycle"),
+        (name = "payments", description = "Payments through Stripe, its webhook, refunds"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -9,6 +9,7 @@ use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
 use parking_infra::append::AppendTarget;
 use parking_infra::relay::Relay;
+use parking_infra::stripe::StripeClient;
 use parking_infra::{db, Config, EventLog, SystemClock};
 use parking_projections::{KafkaSource, Projections, StoreTail};
 use sqlx::PgPool;
@@ -37,16 +38,22 @@ pub fn commands(log: &EventLog, config: &Config) -> anyhow::Result<Commands> {
         bcrypt_cost: config.bcrypt_cost,
         booking_policy: BookingPolicy {
             payment_hold: config.booking_hold,
+            check_in_grace: config.check_in_grace,
+            billing_increment: config.billing_increment,
             ..BookingPolicy::default()
         },
     };
     let desk_appends = AppendTarget::parse(&config.database_url)?;
-    Ok(Commands::new(
+    let commands = Commands::new(
         log.clone(),
         Arc::new(SystemClock),
         settings,
         Some(desk_appends),
-    ))
+    );
+    Ok(match &config.stripe {
+        Some(stripe) => commands.with_payments(StripeClient::new(stripe)),
+        None => commands,
+    })
 }
 
 impl Application {
@@ -84,8 +91,13 @@ impl Application {
             ),
             metrics: Arc::new(Metrics::default()),
             pool,
+            stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.clone()),
         });
+        if config.stripe.is_none() {
+            tracing::warn!("STRIPE_SECRET_KEY unset: payments answer 503 payments_unavailable");
+        }
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
+        tokio::spawn(crate::sweep::run(state.clone()));
         let listener = TcpListener::bind(config.bind_addr)?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {

@@ -15,6 +15,10 @@ pub enum CommandError {
     /// The aggregate kept changing under us for every retry.
     #[error("{aggregate} {id} is being changed by many requests at once; try again")]
     Contention { aggregate: &'static str, id: String },
+    /// A service outside ours (the payment provider) is missing or did not answer; what was
+    /// recorded stands, and the request may be repeated.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     /// Storage failed; the command may or may not have been recorded.
     #[error("infrastructure failure")]
     Infrastructure(#[source] BoxError),
@@ -33,6 +37,7 @@ impl CommandError {
         match self {
             CommandError::Rejected { code, .. } => code,
             CommandError::Contention { .. } => "contention",
+            CommandError::Unavailable { code, .. } => code,
             CommandError::Infrastructure(_) => "internal",
         }
     }

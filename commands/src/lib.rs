@@ -2,7 +2,7 @@
 //!
 //! The write side's application layer: one command bus per aggregate over the event store,
 //! the process managers that keep aggregates in step (sign-up ⇄ e-mail claim, booking ⇄ slot
-//! reservation) and compensate when a step fails, retries on optimistic-concurrency conflicts,
+//! reservation, payment ⇄ booking, expiry) and compensate when a step fails, retries on optimistic-concurrency conflicts,
 //! event metadata, and authorization of who may issue what.
 //!
 //! It must never answer queries from read models: decisions are taken on aggregates loaded
@@ -15,6 +15,7 @@ mod bus;
 mod context;
 mod error;
 mod lots;
+mod payments;
 mod retry;
 mod service;
 mod users;
@@ -24,5 +25,6 @@ pub use bus::Bus;
 pub use context::{CommandContext, PositionCell};
 pub use error::CommandError;
 pub use lots::SlotChanges;
+pub use payments::{ProviderNotification, ProviderRefund};
 pub use service::{Commands, Settings};
 pub use users::{password, Credentials, NewUser};

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use parking_domain::booking::{Booking, BookingPolicy};
 use parking_domain::lot::ParkingLot;
+use parking_domain::payment::Payment;
 use parking_domain::slot::Slot;
 use parking_domain::user::{EmailClaim, User};
 use parking_infra::append::AppendTarget;
 use parking_infra::event_store::Snapshots;
+use parking_infra::stripe::StripeClient;
 use parking_infra::{Clock, EventLog, PgEventStore};
 
 use crate::booking_desk::BookingDesk;
@@ -31,6 +33,9 @@ pub struct Commands {
     pub(crate) lots: Bus<ParkingLot>,
     pub(crate) slots: Bus<Slot>,
     pub(crate) bookings: Bus<Booking>,
+    pub(crate) payments: Bus<Payment>,
+    /// The payment provider; `None`: payments answer 503 `payments_unavailable`.
+    pub(crate) stripe: Option<StripeClient>,
     /// Books concurrent requests in shared batches.
     pub(crate) desk: BookingDesk,
     pub(crate) clock: Arc<dyn Clock>,
@@ -78,6 +83,8 @@ impl Commands {
         Self {
             users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
+            payments: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
+            stripe: None,
             desk: BookingDesk::new(
                 log.clone(),
                 slots.clone(),
@@ -94,6 +101,12 @@ impl Commands {
             log,
             decoy_hash: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Takes payments through `stripe`.
+    pub fn with_payments(mut self, stripe: StripeClient) -> Self {
+        self.stripe = Some(stripe);
+        self
     }
 
     /// The log position that covers what the request behind `ctx` recorded or found recorded.

@@ -75,3 +75,10 @@ impl Money {
         Ok(Self { minor, currency })
     }
 }
+
+impl std::fmt::Display for Money {
+    /// `500 EUR minor units`: no decimal point, since currencies differ in their exponent.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} minor units", self.minor, self.currency.as_str())
+    }
+}

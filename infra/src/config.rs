@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::stripe::{StripeConfig, DEFAULT_API_BASE};
 use crate::telemetry::LogFormat;
 
 /// The database the development script creates; `cargo run` works with it and nothing set.
@@ -35,8 +36,17 @@ pub struct Config {
     pub jwt_ttl: Duration,
     /// `BCRYPT_COST` (default 12; tests use 4)
     pub bcrypt_cost: u32,
-    /// `BOOKING_HOLD_MINUTES`: how long an unpaid booking holds its slot (default 15).
+    /// `BOOKING_HOLD_SECONDS`: how long an unpaid booking holds its slot (default 900).
     pub booking_hold: chrono::Duration,
+    /// `CHECK_IN_GRACE_SECONDS`: how long before its start a booking may be checked in
+    /// (default 900).
+    pub check_in_grace: chrono::Duration,
+    /// `BILLING_INCREMENT_MINUTES`: time is charged in started steps of this length
+    /// (default 15).
+    pub billing_increment: chrono::Duration,
+    /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET` (both or neither) and `STRIPE_API_BASE`.
+    /// Unset: no payment provider; payments answer 503 `payments_unavailable`.
+    pub stripe: Option<StripeConfig>,
     /// `LOGIN_MAX_FAILURES`: sign-in attempts of one account per window without a success,
     /// before 429 (default 10).
     pub login_max_failures: u32,
@@ -203,11 +213,43 @@ impl Config {
                 60..=86_400 * 30,
             )?),
             bcrypt_cost: within(parse(&get, "BCRYPT_COST", 12)?, "BCRYPT_COST", 4..=31)?,
-            booking_hold: chrono::Duration::minutes(within(
-                parse(&get, "BOOKING_HOLD_MINUTES", 15)?,
-                "BOOKING_HOLD_MINUTES",
+            booking_hold: chrono::Duration::seconds(within(
+                parse(&get, "BOOKING_HOLD_SECONDS", 900)?,
+                "BOOKING_HOLD_SECONDS",
+                1..=86_400,
+            )?),
+            check_in_grace: chrono::Duration::seconds(within(
+                parse(&get, "CHECK_IN_GRACE_SECONDS", 900)?,
+                "CHECK_IN_GRACE_SECONDS",
+                0..=86_400,
+            )?),
+            billing_increment: chrono::Duration::minutes(within(
+                parse(&get, "BILLING_INCREMENT_MINUTES", 15)?,
+                "BILLING_INCREMENT_MINUTES",
                 1..=24 * 60,
             )?),
+            stripe: match (get("STRIPE_SECRET_KEY"), get("STRIPE_WEBHOOK_SECRET")) {
+                (None, None) => None,
+                (Some(key), Some(webhook)) => Some(StripeConfig {
+                    secret_key: SecretString::from(key.trim().to_owned()),
+                    webhook_secret: SecretString::from(webhook.trim().to_owned()),
+                    api_base: get("STRIPE_API_BASE")
+                        .map(|base| base.trim().to_owned())
+                        .unwrap_or_else(|| DEFAULT_API_BASE.to_owned()),
+                }),
+                (Some(_), None) => {
+                    return Err(ConfigError {
+                        name: "STRIPE_WEBHOOK_SECRET",
+                        reason: "needed with STRIPE_SECRET_KEY, to verify Stripe's webhooks".into(),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError {
+                        name: "STRIPE_SECRET_KEY",
+                        reason: "needed with STRIPE_WEBHOOK_SECRET".into(),
+                    })
+                }
+            },
             login_max_failures: within(
                 parse(&get, "LOGIN_MAX_FAILURES", 10)?,
                 "LOGIN_MAX_FAILURES",
@@ -481,15 +523,38 @@ mod tests {
 
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
-        let c = config(&[("JWT_SECRET", "hunter2-hunter2-hunter2-hunter2-hunter2")]).unwrap();
+        let c = config(&[
+            ("JWT_SECRET", "hunter2-hunter2-hunter2-hunter2-hunter2"),
+            ("STRIPE_SECRET_KEY", "sk_test_hunter2"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_hunter2"),
+        ])
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn stripe_keys_come_together() {
+        let err = config(&[("STRIPE_SECRET_KEY", "sk_test_x")]).unwrap_err();
+        assert_eq!(err.name, "STRIPE_WEBHOOK_SECRET");
+        let err = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_x")]).unwrap_err();
+        assert_eq!(err.name, "STRIPE_SECRET_KEY");
+        let both = config(&[
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ])
+        .unwrap();
+        let stripe = both.stripe.expect("payments configured");
+        assert_eq!(stripe.api_base, "https://api.stripe.com");
+        assert!(config(&[]).unwrap().stripe.is_none());
     }
 
     #[test]
     fn values_that_would_break_rules_are_refused_at_start() {
         for (name, value) in [
-            ("BOOKING_HOLD_MINUTES", "0"),
-            ("BOOKING_HOLD_MINUTES", "100000000000"),
+            ("BOOKING_HOLD_SECONDS", "0"),
+            ("BOOKING_HOLD_SECONDS", "100000000000"),
+            ("CHECK_IN_GRACE_SECONDS", "-1"),
+            ("BILLING_INCREMENT_MINUTES", "0"),
             ("BCRYPT_COST", "3"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("JWT_SECRET", "short"),

@@ -34,6 +34,15 @@ pub fn all_topics() -> Vec<String> {
         .collect()
 }
 
+/// `fields` without the member `name`.
+fn without(fields: &RawValue, name: &str) -> Box<RawValue> {
+    let mut value: Value = serde_json::from_str(fields.get()).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.remove(name);
+    }
+    serde_json::value::to_raw_value(&value).expect("a JSON value serializes")
+}
+
 /// The value of a published event.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Envelope {
@@ -53,7 +62,8 @@ pub struct Envelope {
 /// What is published of a logged event: `None` for streams that are not part of the contract
 /// (`email_claim`, the e-mail uniqueness guard: internal, and its id is derived from the
 /// address). Secrets never leave: `UserCredentialsSet` is published without its hash, so the
-/// user's sequence stays gapless and consumers still learn that the password changed.
+/// user's sequence stays gapless and consumers still learn that the password changed, and
+/// `PaymentIntentCreated` without the intent's `client_secret` (the driver's to pay with).
 ///
 /// The value is written from the stored JSON text, which is copied into it as it is: the
 /// payload's fields are found without parsing them (`Envelope` is what a consumer reads back).
@@ -61,8 +71,13 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
     if !PUBLISHED_AGGREGATES.contains(&event.aggregate_type.as_str()) {
         return None;
     }
+    let redacted: Box<RawValue>;
     let payload: &RawValue = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
         ("user", "UserCredentialsSet") => empty_object(),
+        ("payment", "PaymentIntentCreated") => {
+            redacted = without(fields(event), "client_secret");
+            &redacted
+        }
         _ => fields(event),
     };
     let envelope = Outgoing {
@@ -385,6 +400,14 @@ mod tests {
         );
         let published = serde_json::to_string(&envelope(&credentials).unwrap()).unwrap();
         assert!(!published.contains("secret"), "{published}");
+        let intent = logged(
+            "payment",
+            "PaymentIntentCreated",
+            serde_json::json!({"PaymentIntentCreated": {"intent_id": "pi_1", "client_secret": "pi_1_secret_x"}}),
+        );
+        let published = serde_json::to_string(&envelope(&intent).unwrap()).unwrap();
+        assert!(!published.contains("secret"), "{published}");
+        assert!(published.contains("pi_1"), "{published}");
         let claim = logged("email_claim", "EmailClaimed", serde_json::json!({}));
         assert!(envelope(&claim).is_none());
     }

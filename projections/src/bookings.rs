@@ -75,8 +75,8 @@ impl Projection<Booking> for BookingsProjection {
                     created.created_at.push(*created_at);
                     created.version.push(version);
                 }
-                BookingEvent::BookingCancelled { .. } => {
-                    let change = (id, version, BookingStatus::Cancelled, occurred_at(event)?);
+                later => {
+                    let change = (id, version, later.status(), occurred_at(event)?);
                     match changes.iter_mut().find(|c| c.0 == id) {
                         Some(earlier) => *earlier = change,
                         None => changes.push(change),
@@ -310,4 +310,23 @@ pub async fn list(
     push_where(&mut total, visibility, filter);
     let total: i64 = total.build_query_scalar().fetch_one(pool).await?;
     Ok(Page::new(items, page, total))
+}
+
+/// Pending bookings whose payment hold ran out by `now`, oldest first: what the expiry sweep
+/// expires (each decided on its aggregate, which makes it happen once).
+pub async fn pending_past_hold(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM rm_bookings
+          WHERE status = 'pending' AND hold_until <= $1
+          ORDER BY hold_until
+          LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

@@ -43,8 +43,8 @@ impl Projection<ParkingLot> for LotsProjection {
                 sqlx::query(
                     "INSERT INTO rm_lots (id, owner_id, name, address, city, latitude, longitude,
                         hourly_rate_cents, currency, description, camera_url, is_active,
-                        created_at, updated_at, version)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12, $13)
+                        created_at, updated_at, version, daily_cap_cents)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12, $13, $14)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
@@ -60,6 +60,7 @@ impl Projection<ParkingLot> for LotsProjection {
                 .bind(&d.camera_url)
                 .bind(at)
                 .bind(version)
+                .bind(d.daily_cap_minor)
                 .execute(db)
                 .await?;
             }
@@ -74,6 +75,7 @@ impl Projection<ParkingLot> for LotsProjection {
                         currency = COALESCE($9, currency),
                         description = CASE WHEN $10::text IS NULL THEN description ELSE NULLIF($10, '') END,
                         camera_url = CASE WHEN $11::text IS NULL THEN camera_url ELSE NULLIF($11, '') END,
+                        daily_cap_cents = CASE WHEN $13::bigint IS NULL THEN daily_cap_cents ELSE NULLIF($13, 0) END,
                         updated_at = $12, version = $2
                       WHERE id = $1 AND version < $2",
                 )
@@ -89,6 +91,7 @@ impl Projection<ParkingLot> for LotsProjection {
                 .bind(&c.description)
                 .bind(&c.camera_url)
                 .bind(at)
+                .bind(c.daily_cap_minor)
                 .execute(db)
                 .await?;
             }
@@ -151,6 +154,8 @@ pub struct LotView {
     pub latitude: f64,
     pub longitude: f64,
     pub hourly_rate_cents: i64,
+    /// The most one day of parking costs; `null`: no cap.
+    pub daily_cap_cents: Option<i64>,
     pub currency: String,
     pub description: Option<String>,
     /// Only shown to the lot's owner and admins; `null` for everyone else.
@@ -182,8 +187,8 @@ impl LotView {
 fn select_lots() -> String {
     format!(
         "SELECT l.id, l.owner_id, l.name, l.address, l.city, l.latitude, l.longitude,
-                l.hourly_rate_cents, l.currency, l.description, l.camera_url, l.is_active,
-                COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
+                l.hourly_rate_cents, l.daily_cap_cents, l.currency, l.description, l.camera_url,
+                l.is_active, COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
                 NULL::double precision AS average_rating, NULL::double precision AS safety_score,
                 l.created_at, l.updated_at
            FROM rm_lots l

@@ -96,6 +96,7 @@ impl Projection<Slot> for SlotsProjection {
             SlotEvent::SlotReturnedToService { .. } => false,
             SlotEvent::SlotRegistered { .. }
             | SlotEvent::SlotReserved { .. }
+            | SlotEvent::SlotReservationConfirmed { .. }
             | SlotEvent::SlotReleased { .. } => {
                 return Ok(());
             }

@@ -183,7 +183,7 @@ async fn cancelling_frees_the_slot_and_only_the_driver_may_do_it() {
     assert_eq!(cancelled.body["status"], "cancelled");
     app.post(&cancel, Some(&alice), json!({}))
         .await
-        .assert_problem(409, "invalid_booking_state");
+        .assert_problem(409, "booking_not_cancellable");
 
     let rebooked = app
         .book(&mallory, fx.slot_id, hours_from_now(1), hours_from_now(3))

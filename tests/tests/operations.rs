@@ -80,6 +80,12 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/bookings",
         "GET /api/v1/bookings/{booking_id}",
         "POST /api/v1/bookings/{booking_id}/cancel",
+        "POST /api/v1/bookings/{booking_id}/check-in",
+        "POST /api/v1/bookings/{booking_id}/check-out",
+        "POST /api/v1/payments/intents",
+        "GET /api/v1/payments/{payment_id}",
+        "POST /api/v1/payments/{payment_id}/refund",
+        "POST /api/v1/payments/webhook",
     ]
     .iter()
     .map(|s| s.to_string())

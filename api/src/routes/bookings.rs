@@ -154,7 +154,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(booking))
 }
 
-/// Cancel a pending or confirmed booking and free its slot. Answered as soon as the
+/// Cancel a pending or confirmed booking and free its slot. A paid booking cancelled before
+/// its start is refunded in full; after its start nothing is refunded by itself. Answered as soon as the
 /// cancellation is recorded (see `POST /bookings` on reading it back).
 #[utoipa::path(
     tag = "bookings",
@@ -165,7 +166,7 @@ pub async fn get(
         (status = 200, body = BookingView), (status = 401, body = Problem),
         (status = 403, description = "Not the booking's driver or an admin", body = Problem),
         (status = 404, body = Problem),
-        (status = 409, description = "Not cancellable in its state (`invalid_booking_state`)", body = Problem),
+        (status = 409, description = "Not cancellable in its state (`booking_not_cancellable`)", body = Problem),
     )
 )]
 #[post("/bookings/{booking_id}/cancel")]
@@ -192,4 +193,58 @@ pub async fn cancel(
         .await?;
     state.recorded(&ctx).await?;
     Ok(HttpResponse::Ok().json(BookingView::of(booking_id, &cancelled, ctx.now)))
+}
+
+/// Check in: `confirmed` → `active`, by the booking's driver or the lot's owner, from
+/// `CHECK_IN_GRACE_SECONDS` (default 900) before its start.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = BookingView), (status = 401, body = Problem),
+        (status = 403, description = "Neither its driver nor the lot's owner", body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "Not confirmed (`booking_not_confirmed`) or too early (`check_in_too_early`)", body = Problem),
+    )
+)]
+#[post("/bookings/{booking_id}/check-in")]
+pub async fn check_in(
+    state: State,
+    caller: Authenticated,
+    meta: RequestMeta,
+    path: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let booking_id = path.into_inner();
+    let ctx = state.context(Some(caller.0), &meta);
+    let booking = state.commands.check_in(&ctx, booking_id).await?;
+    state.recorded(&ctx).await?;
+    Ok(HttpResponse::Ok().json(BookingView::of(booking_id, &booking, ctx.now)))
+}
+
+/// Check out: `active` → `completed`, by the booking's driver or the lot's owner; the slot is
+/// free for others from now on.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = BookingView), (status = 401, body = Problem),
+        (status = 403, description = "Neither its driver nor the lot's owner", body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "Not checked in (`booking_not_active`)", body = Problem),
+    )
+)]
+#[post("/bookings/{booking_id}/check-out")]
+pub async fn check_out(
+    state: State,
+    caller: Authenticated,
+    meta: RequestMeta,
+    path: web::Path<Uuid>,
+) -> ApiResult<HttpResponse> {
+    let booking_id = path.into_inner();
+    let ctx = state.context(Some(caller.0), &meta);
+    let booking = state.commands.check_out(&ctx, booking_id).await?;
+    state.recorded(&ctx).await?;
+    Ok(HttpResponse::Ok().json(BookingView::of(booking_id, &booking, ctx.now)))
 }

@@ -25,8 +25,12 @@ pub struct CreateLotRequest {
     pub latitude: f64,
     /// −180..180
     pub longitude: f64,
-    /// Price of one hour in minor units; bookings pay it pro rata per started minute.
+    /// Price of one hour in minor units; bookings pay it per started billing increment
+    /// (`BILLING_INCREMENT_MINUTES`, 15 by default).
     pub hourly_rate_cents: i64,
+    /// The most one day of parking costs (each 24 hours from a booking's start, and the
+    /// rest); no cap when absent.
+    pub daily_cap_cents: Option<i64>,
     /// ISO 4217, e.g. `EUR`.
     pub currency: String,
     pub description: Option<String>,
@@ -43,6 +47,8 @@ pub struct UpdateLotRequest {
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
     pub hourly_rate_cents: Option<i64>,
+    /// A new daily cap; `0` removes the cap.
+    pub daily_cap_cents: Option<i64>,
     pub currency: Option<String>,
     pub description: Option<String>,
     pub camera_url: Option<String>,
@@ -112,6 +118,7 @@ pub async fn create(
         city: b.city,
         location: location(b.latitude, b.longitude)?,
         hourly_rate: rate,
+        daily_cap_minor: b.daily_cap_cents,
         description: b.description,
         camera_url: b.camera_url,
     };
@@ -204,6 +211,7 @@ pub async fn update(
         city: b.city,
         location,
         hourly_rate_minor: b.hourly_rate_cents,
+        daily_cap_minor: b.daily_cap_cents,
         currency: b.currency.as_deref().map(currency).transpose()?,
         description: b.description,
         camera_url: b.camera_url,

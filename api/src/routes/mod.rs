@@ -5,6 +5,7 @@ pub mod bookings;
 pub mod health;
 pub mod lots;
 pub mod metrics;
+pub mod payments;
 pub mod slots;
 
 use actix_web::http::header::{HeaderValue, LOCATION};
@@ -104,4 +105,11 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(bookings::list)
         .service(bookings::get)
         .service(bookings::cancel)
+        .service(bookings::check_in)
+        .service(bookings::check_out)
+        // Before `/payments/{payment_id}`.
+        .service(payments::webhook)
+        .service(payments::create_intent)
+        .service(payments::get)
+        .service(payments::refund)
 }

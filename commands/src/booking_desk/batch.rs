@@ -208,6 +208,7 @@ mod tests {
                     city: "Lyon".into(),
                     location: GeoPoint::new(45.76, 4.83).unwrap(),
                     hourly_rate: Money::new(250, Currency::parse("EUR").unwrap()).unwrap(),
+                    daily_cap_minor: None,
                     description: None,
                     camera_url: None,
                 },

@@ -17,7 +17,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{price_for, BookingCommand, BookingError, BookingPolicy, BookingState, VehicleNumber};
+use super::{
+    price_for, BookingCommand, BookingError, BookingPolicy, BookingState, Tariff, VehicleNumber,
+};
 use crate::error::{RuleError, Violation};
 use crate::lot::{LotError, ParkingLot};
 use crate::slot::{Slot, SlotCommand, SlotError};
@@ -126,7 +128,14 @@ pub fn decide_booking(
             slot_id: request.slot_id,
             range: request.range,
             vehicle_number: request.vehicle_number.clone(),
-            price: price_for(&registered.details.hourly_rate, &request.range),
+            price: price_for(
+                &Tariff {
+                    hourly_rate: registered.details.hourly_rate.clone(),
+                    daily_cap: registered.details.daily_cap_minor,
+                    increment: policy.billing_increment,
+                },
+                &request.range,
+            ),
             hold_until,
             now,
         },
@@ -196,6 +205,7 @@ mod tests {
                 city: "Lyon".into(),
                 location: GeoPoint::new(45.76, 4.83).unwrap(),
                 hourly_rate: eur(250),
+                daily_cap_minor: None,
                 description: None,
                 camera_url: None,
             },
@@ -439,6 +449,8 @@ mod tests {
             price: eur(250),
             hold_until: now(),
             created_at: now(),
+            payment_id: None,
+            refund_due: false,
         };
         assert!(made.answers(&request(range)));
         let other_plate = NewBooking {

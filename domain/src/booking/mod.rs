@@ -18,5 +18,5 @@ pub use aggregate::{
 };
 pub use decision::{decide_booking, BookingDecision, BookingRefused, NewBooking};
 pub use policy::BookingPolicy;
-pub use pricing::price_for;
+pub use pricing::{price_for, Tariff};
 pub use vehicle::{InvalidVehicleNumber, VehicleNumber};

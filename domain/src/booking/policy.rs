@@ -17,6 +17,10 @@ pub struct BookingPolicy {
     pub max_advance: Duration,
     /// Tolerance for clocks: a start this far in the past still counts as "now".
     pub start_grace: Duration,
+    /// Time is charged in started steps of this length ([`super::price_for`]).
+    pub billing_increment: Duration,
+    /// How long before its start a confirmed booking may be checked in.
+    pub check_in_grace: Duration,
 }
 
 impl Default for BookingPolicy {
@@ -27,6 +31,8 @@ impl Default for BookingPolicy {
             max_duration: Duration::days(7),
             max_advance: Duration::days(365),
             start_grace: Duration::minutes(1),
+            billing_increment: Duration::minutes(15),
+            check_in_grace: Duration::minutes(15),
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum LotError {
     BadText { field: &'static str, max: usize },
     #[error("the hourly rate must not be negative")]
     NegativeRate,
+    #[error("a daily cap must be a positive amount")]
+    BadDailyCap,
     #[error("this lot has no such slot")]
     UnknownSlot,
     #[error("slot label {0:?} is already used in this lot")]
@@ -41,6 +43,7 @@ impl RuleError for LotError {
             LotError::Inactive => "lot_inactive",
             LotError::BadText { .. } => "invalid_text",
             LotError::NegativeRate => "invalid_rate",
+            LotError::BadDailyCap => "invalid_daily_cap",
             LotError::DuplicateLabel(_) => "duplicate_slot_label",
         }
     }
@@ -49,7 +52,9 @@ impl RuleError for LotError {
         match self {
             LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
             LotError::NotFound | LotError::UnknownSlot => Violation::NotFound,
-            LotError::BadText { .. } | LotError::NegativeRate => Violation::Invalid,
+            LotError::BadText { .. } | LotError::NegativeRate | LotError::BadDailyCap => {
+                Violation::Invalid
+            }
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
             }
@@ -119,6 +124,9 @@ fn normalized_label(label: &str) -> String {
 
 impl LotDetails {
     fn validated(self) -> Result<Self, LotError> {
+        if self.daily_cap_minor.is_some_and(|cap| cap <= 0) {
+            return Err(LotError::BadDailyCap);
+        }
         Ok(Self {
             name: text("name", &self.name, 200)?,
             address: text("address", &self.address, 500)?,
@@ -135,6 +143,9 @@ impl LotChanges {
         let required = |field, v: Option<String>, max| v.map(|v| text(field, &v, max)).transpose();
         if self.hourly_rate_minor.is_some_and(|r| r < 0) {
             return Err(LotError::NegativeRate);
+        }
+        if self.daily_cap_minor.is_some_and(|cap| cap < 0) {
+            return Err(LotError::BadDailyCap);
         }
         Ok(Self {
             name: required("name", self.name, 200)?,
@@ -292,9 +303,13 @@ impl Aggregate for ParkingLot {
                     location,
                     hourly_rate_minor,
                     currency,
+                    daily_cap_minor,
                     description,
                     camera_url,
                 } = changes;
+                if let Some(cap) = daily_cap_minor {
+                    d.daily_cap_minor = Some(cap).filter(|&cap| cap > 0);
+                }
                 d.name = name.unwrap_or(std::mem::take(&mut d.name));
                 d.address = address.unwrap_or(std::mem::take(&mut d.address));
                 d.city = city.unwrap_or(std::mem::take(&mut d.city));
@@ -384,6 +399,7 @@ mod tests {
             city: "Lyon".into(),
             location: GeoPoint::new(45.76, 4.83).unwrap(),
             hourly_rate: Money::new(250, Currency::parse("EUR").unwrap()).unwrap(),
+            daily_cap_minor: None,
             description: None,
             camera_url: None,
         }

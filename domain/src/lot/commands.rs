@@ -14,6 +14,9 @@ pub struct LotDetails {
     pub city: String,
     pub location: GeoPoint,
     pub hourly_rate: Money,
+    /// The most one day of parking costs, in the rate's currency (`booking::price_for`).
+    #[serde(default)]
+    pub daily_cap_minor: Option<i64>,
     pub description: Option<String>,
     pub camera_url: Option<String>,
 }
@@ -28,6 +31,9 @@ pub struct LotChanges {
     /// A new rate in the lot's currency (or in `currency`, when that changes too).
     pub hourly_rate_minor: Option<i64>,
     pub currency: Option<Currency>,
+    /// A new daily cap; `Some(0)` removes the cap.
+    #[serde(default)]
+    pub daily_cap_minor: Option<i64>,
     /// `Some("")` clears the description; `None` leaves it.
     pub description: Option<String>,
     /// `Some("")` clears the camera URL; `None` leaves it.

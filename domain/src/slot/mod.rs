@@ -36,6 +36,13 @@ pub enum SlotCommand {
         hold_until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     },
+    /// Make a booking's reservation firm (its payment arrived): it no longer lapses. Should its
+    /// hold have lapsed already, the range is won again if it is still free.
+    Confirm {
+        booking_id: Uuid,
+        range: TimeRange,
+        now: DateTime<Utc>,
+    },
     Release {
         booking_id: Uuid,
     },
@@ -61,6 +68,12 @@ pub enum SlotEvent {
         hold_until: Option<DateTime<Utc>>,
         reserved_at: DateTime<Utc>,
     },
+    /// The booking's reservation no longer has a payment hold: it stands until it ends or is
+    /// released.
+    SlotReservationConfirmed {
+        booking_id: Uuid,
+        confirmed_at: DateTime<Utc>,
+    },
     SlotReleased {
         booking_id: Uuid,
     },
@@ -77,6 +90,7 @@ impl DomainEvent for SlotEvent {
         match self {
             SlotEvent::SlotRegistered { .. } => "SlotRegistered",
             SlotEvent::SlotReserved { .. } => "SlotReserved",
+            SlotEvent::SlotReservationConfirmed { .. } => "SlotReservationConfirmed",
             SlotEvent::SlotReleased { .. } => "SlotReleased",
             SlotEvent::SlotTakenOutOfService { .. } => "SlotTakenOutOfService",
             SlotEvent::SlotReturnedToService { .. } => "SlotReturnedToService",
@@ -229,6 +243,50 @@ impl Aggregate for Slot {
                 };
                 sink.write(reserved, self).await;
             }
+            SlotCommand::Confirm {
+                booking_id,
+                range,
+                now,
+            } => {
+                let info = self.info.as_ref().ok_or(SlotError::NotFound)?;
+                match self
+                    .reservations
+                    .get(&booking_id)
+                    .filter(|r| r.is_live(now))
+                {
+                    Some(held) if held.range != range => {
+                        return Err(SlotError::BookingAlreadyReserved)
+                    }
+                    Some(held) if held.hold_until.is_none() => {} // confirmed already
+                    Some(_) => {
+                        let confirmed = SlotEvent::SlotReservationConfirmed {
+                            booking_id,
+                            confirmed_at: now,
+                        };
+                        sink.write(confirmed, self).await;
+                    }
+                    None => {
+                        // The hold lapsed before the payment arrived: the range is the
+                        // booking's again only if nobody took it meanwhile.
+                        if info.out_of_service {
+                            return Err(SlotError::OutOfService);
+                        }
+                        if range.end() <= now {
+                            return Err(SlotError::RangeInPast);
+                        }
+                        if self.reservations.overlaps_live(&range, now) {
+                            return Err(SlotError::Overlap);
+                        }
+                        let reserved = SlotEvent::SlotReserved {
+                            booking_id,
+                            range,
+                            hold_until: None,
+                            reserved_at: now,
+                        };
+                        sink.write(reserved, self).await;
+                    }
+                }
+            }
             SlotCommand::Release { booking_id } => {
                 self.info.as_ref().ok_or(SlotError::NotFound)?;
                 // Releasing twice, or a reservation already pruned, changes nothing.
@@ -286,6 +344,19 @@ impl Aggregate for Slot {
                 self.reservations.prune(reserved_at);
                 self.reservations
                     .insert(booking_id, Reservation { range, hold_until });
+            }
+            SlotEvent::SlotReservationConfirmed {
+                booking_id,
+                confirmed_at,
+            } => {
+                self.reservations.prune(confirmed_at);
+                if let Some(held) = self.reservations.get(&booking_id) {
+                    let firm = Reservation {
+                        range: held.range,
+                        hold_until: None,
+                    };
+                    self.reservations.insert(booking_id, firm);
+                }
             }
             SlotEvent::SlotReleased { booking_id } => {
                 self.reservations.remove(&booking_id);
@@ -472,6 +543,61 @@ mod tests {
             .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
             .when(reserve(10, 60, 120, 25))
             .then_expect_events(vec![reserved(10, 60, 120, Some(40), 25)]);
+    }
+
+    fn confirm(booking: u128, from: i64, to: i64, now: i64) -> SlotCommand {
+        SlotCommand::Confirm {
+            booking_id: Uuid::from_u128(booking),
+            range: range(from, to),
+            now: t(now),
+        }
+    }
+
+    #[test]
+    fn a_paid_reservation_no_longer_lapses() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
+            .when(confirm(10, 60, 120, 5))
+            .then_expect_events(vec![SlotEvent::SlotReservationConfirmed {
+                booking_id: Uuid::from_u128(10),
+                confirmed_at: t(5),
+            }]);
+        let mut slot = Slot::default();
+        for event in [
+            registered(),
+            reserved(10, 60, 120, Some(15), 0),
+            SlotEvent::SlotReservationConfirmed {
+                booking_id: Uuid::from_u128(10),
+                confirmed_at: t(5),
+            },
+        ] {
+            slot.apply(event);
+        }
+        assert!(slot.reservations.overlaps_live(&range(60, 120), t(30)));
+    }
+
+    #[test]
+    fn confirming_twice_records_it_once() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, None, 0)])
+            .when(confirm(10, 60, 120, 5))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_payment_after_the_hold_lapsed_wins_the_range_only_if_it_is_still_free() {
+        SlotTest::with(())
+            .given(vec![registered(), reserved(10, 60, 120, Some(15), 0)])
+            .when(confirm(10, 60, 120, 20))
+            .then_expect_events(vec![reserved(10, 60, 120, None, 20)]);
+        SlotTest::with(())
+            .given(vec![
+                registered(),
+                reserved(10, 60, 120, Some(15), 0),
+                reserved(11, 60, 120, Some(35), 20),
+            ])
+            .when(confirm(10, 60, 120, 25))
+            .then_expect_error(SlotError::Overlap);
     }
 
     #[test]

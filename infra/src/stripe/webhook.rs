@@ -1,4 +1,4 @@
-//! Stripe: how its webhooks are authenticated.
+//! How Stripe's webhooks are authenticated.
 //!
 //! Stripe signs every webhook it sends with the endpoint's secret (`STRIPE_WEBHOOK_SECRET`,
 //! `whsec_…`): the `Stripe-Signature` header is `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`, each
