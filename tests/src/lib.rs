@@ -180,15 +180,21 @@ async fn migrated_template(admin: &mut PgConnection, server: &str) -> String {
     parking_infra::db::migrate(&pool)
         .await
         .expect("migrate the template database");
-    // A database is copied, and renamed, only with no one connected to it.
+    // A database is copied, and renamed, only with no one connected to it; a closed pool's
+    // backends may take a moment to go.
     pool.close().await;
-    let renamed = sqlx::query(&format!(
-        r#"ALTER DATABASE "{building}" RENAME TO "{name}""#
-    ))
-    .execute(&mut *admin)
-    .await;
+    let rename = format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#);
+    let mut renamed = sqlx::query(&rename).execute(&mut *admin).await;
+    for _ in 0..100 {
+        let still_in_use = matches!(&renamed, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006"));
+        if !still_in_use {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        renamed = sqlx::query(&rename).execute(&mut *admin).await;
+    }
     if renamed.is_err() {
-        sqlx::query(&format!(r#"DROP DATABASE "{building}""#))
+        sqlx::query(&format!(r#"DROP DATABASE "{building}" WITH (FORCE)"#))
             .execute(&mut *admin)
             .await
             .expect("drop a template that lost the race");
