@@ -1,7 +1,7 @@
 //! The `parking-api` command line: serve, migrate, and administration.
 
 use clap::{Parser, Subcommand};
-use parking_commands::{CommandContext, NewUser};
+use parking_commands::{CommandContext, CommandError, Commands, NewUser};
 use parking_domain::user::Email;
 use parking_domain::Role;
 use parking_infra::{db, Config};
@@ -42,6 +42,15 @@ pub enum Command {
         /// user, parking_owner, admin, auditor or service.
         #[arg(long, default_value = "admin")]
         role: String,
+    },
+    /// Set a new password for an existing user (e.g. rotate a `service` account's secret).
+    /// Tokens issued before stay valid until they expire (`JWT_TTL_SECONDS`).
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        /// Prefer the environment variable PARKING_NEW_PASSWORD: arguments show in process lists.
+        #[arg(long, env = "PARKING_NEW_PASSWORD", hide_env_values = true, value_parser = secret)]
+        password: SecretString,
     },
 }
 
@@ -168,31 +177,53 @@ pub async fn create_user(
     full_name: String,
     role: &str,
 ) -> anyhow::Result<()> {
-    let pool = db::pool(&config.database_url, 2)?;
-    db::migrate(&pool).await?;
     let email = Email::parse(email)?;
     let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
+    let (commands, ctx) = operator(config).await?;
+    let new = NewUser {
+        email,
+        password,
+        full_name,
+        role,
+    };
+    let id = commands.register_user(&ctx, new).await;
+    recorded(&commands, &ctx, id).await
+}
+
+pub async fn set_password(
+    config: &Config,
+    email: &str,
+    password: SecretString,
+) -> anyhow::Result<()> {
+    let email = Email::parse(email)?;
+    let (commands, ctx) = operator(config).await?;
+    let id = commands.set_password(&ctx, &email, password).await;
+    recorded(&commands, &ctx, id).await
+}
+
+/// The write side on the configured database (migrated first), and a context for the
+/// operator's commands.
+async fn operator(config: &Config) -> anyhow::Result<(Commands, CommandContext)> {
+    let pool = db::pool(&config.database_url, 2)?;
+    db::migrate(&pool).await?;
     let commands = crate::startup::commands(&parking_infra::EventLog::new(pool), config)?;
     let ctx = CommandContext::system(
         format!("cli-{}", uuid::Uuid::new_v4()),
         commands.clock().now(),
     );
-    let id = commands
-        .register_user(
-            &ctx,
-            NewUser {
-                email,
-                password,
-                full_name,
-                role,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-    commands
-        .settle(&ctx)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    Ok((commands, ctx))
+}
+
+/// Numbers what the command recorded in the log, then prints the id it returned; a refusal
+/// becomes an error with its code.
+async fn recorded(
+    commands: &Commands,
+    ctx: &CommandContext,
+    id: Result<uuid::Uuid, CommandError>,
+) -> anyhow::Result<()> {
+    let refused = |e: CommandError| anyhow::anyhow!("{}: {e}", e.code());
+    let id = id.map_err(refused)?;
+    commands.settle(ctx).await.map_err(refused)?;
     println!("{id}");
     Ok(())
 }

@@ -29,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
             full_name,
             role,
         } => cli::create_user(&config, &email, password, full_name, &role).await?,
+        Command::SetPassword { email, password } => {
+            cli::set_password(&config, &email, password).await?
+        }
     }
     Ok(())
 }

@@ -4,8 +4,9 @@ use std::process::Command;
 
 use sqlx::{Connection, PgConnection};
 
-#[tokio::test]
-async fn create_user_makes_an_admin_recorded_as_a_system_command() {
+/// A new, empty database (`parking_test_<uuid>`, dropped by `scripts/test.sh`): the CLI
+/// migrates it itself.
+async fn empty_database() -> String {
     let server = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db_name = format!("parking_test_{}", uuid::Uuid::new_v4().simple());
@@ -16,7 +17,12 @@ async fn create_user_makes_an_admin_recorded_as_a_system_command() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let database_url = format!("{server}/{db_name}");
+    format!("{server}/{db_name}")
+}
+
+#[tokio::test]
+async fn create_user_makes_an_admin_recorded_as_a_system_command() {
+    let database_url = empty_database().await;
 
     let run = |email: &str| {
         Command::new(env!("CARGO_BIN_EXE_parking-api"))
@@ -108,4 +114,68 @@ async fn create_user_makes_an_admin_recorded_as_a_system_command() {
         String::from_utf8_lossy(&unknown.stderr).contains("known: users"),
         "{unknown:?}"
     );
+}
+
+#[tokio::test]
+async fn set_password_rotates_a_service_accounts_secret() {
+    let database_url = empty_database().await;
+    let run = |args: &[&str], password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_parking-api"))
+            .args(args)
+            .env("DATABASE_URL", &database_url)
+            .env("BCRYPT_COST", "4")
+            .env("PARKING_NEW_PASSWORD", password)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run parking-api")
+    };
+    let email = "vision@example.com";
+    let created = run(
+        &[
+            "create-user",
+            "--email",
+            email,
+            "--full-name",
+            "Vision",
+            "--role",
+            "service",
+        ],
+        "the first machine secret",
+    );
+    assert!(created.status.success(), "{created:?}");
+
+    let rotated = run(
+        &["set-password", "--email", email],
+        "the second machine secret",
+    );
+    assert!(rotated.status.success(), "{rotated:?}");
+    let weak = run(&["set-password", "--email", email], "short");
+    assert!(
+        String::from_utf8_lossy(&weak.stderr).contains("weak_password"),
+        "{weak:?}"
+    );
+    let unknown = run(
+        &["set-password", "--email", "nobody@example.com"],
+        "a long enough one",
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("user_not_found"),
+        "{unknown:?}"
+    );
+
+    let mut db = PgConnection::connect(&database_url).await.unwrap();
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::jsonb -> 'UserCredentialsSet' ->> 'password_hash' FROM events
+          WHERE event_type = 'UserCredentialsSet' ORDER BY sequence",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        hashes.len(),
+        2,
+        "set once at creation, once by the rotation"
+    );
+    assert!(bcrypt::verify("the second machine secret", &hashes[1]).unwrap());
+    assert!(!bcrypt::verify("the first machine secret", &hashes[1]).unwrap());
 }

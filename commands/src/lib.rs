@@ -12,9 +12,11 @@
 mod booking_desk;
 mod bookings;
 mod bus;
+mod cameras;
 mod context;
 mod error;
 mod lots;
+mod occupancy;
 mod payments;
 mod retry;
 mod service;
@@ -22,9 +24,11 @@ mod users;
 
 pub use booking_desk::{BookingRequest, CreatedBooking, DeskStats};
 pub use bus::Bus;
+pub use cameras::CameraSetup;
 pub use context::{CommandContext, PositionCell};
 pub use error::CommandError;
 pub use lots::SlotChanges;
+pub use occupancy::Observation;
 pub use payments::{ProviderNotification, ProviderRefund};
 pub use service::{Commands, Settings};
 pub use users::{password, Credentials, NewUser};

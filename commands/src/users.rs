@@ -102,6 +102,32 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// Sets a new password for the account behind `email` (the operator's CLI: rotating a
+    /// machine client's password). Tokens issued before stay valid until they expire.
+    pub async fn set_password(
+        &self,
+        ctx: &CommandContext,
+        email: &Email,
+        new_password: SecretString,
+    ) -> Result<Uuid, CommandError> {
+        password::check_policy(&new_password)?;
+        let account = self.credentials(email).await?.ok_or_else(|| {
+            CommandError::rejected(
+                "user_not_found",
+                Violation::NotFound,
+                "no user has this e-mail",
+            )
+        })?;
+        let password_hash = password::hash(new_password, self.settings.bcrypt_cost).await?;
+        let command = UserCommand::SetPassword { password_hash };
+        (self.users)
+            .execute(&account.user_id.to_string(), command, ctx)
+            .await?;
+        Ok(account.user_id)
+    }
+}
+
 /// What signing in checks, read from the write side: password hashes never leave it (they are
 /// in no read model, and published to Kafka without the hash).
 #[derive(Debug, Clone)]

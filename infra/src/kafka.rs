@@ -34,6 +34,17 @@ pub fn all_topics() -> Vec<String> {
         .collect()
 }
 
+/// A camera's configuration with the credentials of its stream URL replaced by `***`.
+fn stream_credentials_hidden(fields: &RawValue) -> Box<RawValue> {
+    let mut value: Value = serde_json::from_str(fields.get()).unwrap_or(Value::Null);
+    if let Some(url) = value.pointer_mut("/config/stream_url") {
+        if let Some(text) = url.as_str() {
+            *url = Value::String(parking_domain::lot::redact_credentials(text));
+        }
+    }
+    serde_json::value::to_raw_value(&value).expect("a JSON value serializes")
+}
+
 /// `fields` without the member `name`.
 fn without(fields: &RawValue, name: &str) -> Box<RawValue> {
     let mut value: Value = serde_json::from_str(fields.get()).unwrap_or(Value::Null);
@@ -63,7 +74,8 @@ pub struct Envelope {
 /// (`email_claim`, the e-mail uniqueness guard: internal, and its id is derived from the
 /// address). Secrets never leave: `UserCredentialsSet` is published without its hash, so the
 /// user's sequence stays gapless and consumers still learn that the password changed, and
-/// `PaymentIntentCreated` without the intent's `client_secret` (the driver's to pay with).
+/// `PaymentIntentCreated` without the intent's `client_secret` (the driver's to pay with), and
+/// `CameraConfigured` with the credentials of its stream URL replaced by `***`.
 ///
 /// The value is written from the stored JSON text, which is copied into it as it is: the
 /// payload's fields are found without parsing them (`Envelope` is what a consumer reads back).
@@ -76,6 +88,10 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
         ("user", "UserCredentialsSet") => empty_object(),
         ("payment", "PaymentIntentCreated") => {
             redacted = without(fields(event), "client_secret");
+            &redacted
+        }
+        ("lot", "CameraConfigured") => {
+            redacted = stream_credentials_hidden(fields(event));
             &redacted
         }
         _ => fields(event),
@@ -408,6 +424,14 @@ mod tests {
         let published = serde_json::to_string(&envelope(&intent).unwrap()).unwrap();
         assert!(!published.contains("secret"), "{published}");
         assert!(published.contains("pi_1"), "{published}");
+        let camera = logged(
+            "lot",
+            "CameraConfigured",
+            serde_json::json!({"CameraConfigured": {"camera_id": "c", "config": {"stream_url": "rtsp://u:secret@cam/1", "slots": []}}}),
+        );
+        let published = serde_json::to_string(&envelope(&camera).unwrap()).unwrap();
+        assert!(!published.contains("secret"), "{published}");
+        assert!(published.contains("rtsp://***@cam/1"), "{published}");
         let claim = logged("email_claim", "EmailClaimed", serde_json::json!({}));
         assert!(envelope(&claim).is_none());
     }

@@ -5,10 +5,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
 /// A slot's status at `clock.now`, for a row `s` of `rm_slots_live`:
-/// `out_of_service`, `occupied` (a checked-in booking), `reserved` (a confirmed booking, or
-/// a pending one whose payment hold still runs) or `free`.
+/// `out_of_service`, `occupied` (a car observed there, or a checked-in booking), `reserved` (a
+/// confirmed booking, or a pending one whose payment hold still runs) or `free`.
 pub(crate) const STATUS_SQL: &str = "
 CASE WHEN s.out_of_service THEN 'out_of_service'
+     WHEN s.occupied THEN 'occupied'
      WHEN EXISTS (SELECT 1 FROM rm_bookings b, clock
                    WHERE b.slot_id = s.id AND b.status = 'active'
                      AND b.start_time <= clock.now AND b.end_time > clock.now) THEN 'occupied'

@@ -123,6 +123,8 @@ impl Projection<ParkingLot> for LotsProjection {
                 slots::relabel(db, *slot_id, label.as_deref(), slot_type, version).await?;
                 touch(db, id, version, at).await?;
             }
+            // Cameras are read from the lot itself, by those allowed to see them.
+            LotEvent::CameraConfigured { .. } | LotEvent::CameraRemoved { .. } => {}
         }
         Ok(())
     }

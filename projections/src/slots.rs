@@ -63,8 +63,8 @@ pub(crate) async fn relabel(
     Ok(())
 }
 
-/// The slot calendar's own events: in or out of service. (Reservations show through
-/// bookings; labels and types through the lot's registry.)
+/// The slot calendar's own events: in or out of service, and its observed occupancy.
+/// (Reservations show through bookings; labels and types through the lot's registry.)
 pub struct SlotsProjection;
 
 #[async_trait]
@@ -82,7 +82,7 @@ impl Projection<Slot> for SlotsProjection {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "SlotTakenOutOfService" | "SlotReturnedToService"
+            "SlotTakenOutOfService" | "SlotReturnedToService" | "SlotOccupancyObserved"
         )
     }
 
@@ -91,25 +91,37 @@ impl Projection<Slot> for SlotsProjection {
         db: &mut PgConnection,
         event: &EventEnvelope<Slot>,
     ) -> Result<(), sqlx::Error> {
-        let out_of_service = match &event.payload {
-            SlotEvent::SlotTakenOutOfService { .. } => true,
-            SlotEvent::SlotReturnedToService { .. } => false,
+        let id = aggregate_uuid(event)?;
+        let version = event.sequence as i64;
+        let (out_of_service, observed) = match &event.payload {
+            SlotEvent::SlotTakenOutOfService { .. } => (Some(true), None),
+            SlotEvent::SlotReturnedToService { .. } => (Some(false), None),
+            SlotEvent::SlotOccupancyObserved {
+                occupied,
+                observed_at,
+                ..
+            } => (None, Some((*occupied, *observed_at))),
             SlotEvent::SlotRegistered { .. }
             | SlotEvent::SlotReserved { .. }
             | SlotEvent::SlotReservationConfirmed { .. }
-            | SlotEvent::SlotReleased { .. } => {
-                return Ok(());
-            }
+            | SlotEvent::SlotReleased { .. } => return Ok(()),
         };
-        let id = aggregate_uuid(event)?;
+        // Each event sets its own columns; the row's version is the slot stream's.
         sqlx::query(
-            "INSERT INTO rm_slot_service (slot_id, out_of_service, version) VALUES ($1, $2, $3)
-             ON CONFLICT (slot_id) DO UPDATE SET out_of_service = EXCLUDED.out_of_service, version = EXCLUDED.version
+            "INSERT INTO rm_slot_service (slot_id, out_of_service, occupied, observed_at, version)
+             VALUES ($1, COALESCE($2, false), COALESCE($3, false), $4, $5)
+             ON CONFLICT (slot_id) DO UPDATE SET
+                 out_of_service = COALESCE($2, rm_slot_service.out_of_service),
+                 occupied = COALESCE($3, rm_slot_service.occupied),
+                 observed_at = COALESCE($4, rm_slot_service.observed_at),
+                 version = EXCLUDED.version
               WHERE rm_slot_service.version < EXCLUDED.version",
         )
         .bind(id)
         .bind(out_of_service)
-        .bind(event.sequence as i64)
+        .bind(observed.map(|o| o.0))
+        .bind(observed.map(|o| o.1))
+        .bind(version)
         .execute(db)
         .await?;
         Ok(())
@@ -126,12 +138,17 @@ pub struct SlotView {
     pub out_of_service: bool,
     /// `free`, `occupied`, `reserved` or `out_of_service`, now.
     pub status: String,
+    /// Whether a car was there at the last observed change (`POST /slots/{id}/occupancy`).
+    pub occupied: bool,
+    /// When the observed state last changed; `null` until the slot is observed.
+    pub observed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
 fn select_slots() -> String {
     format!(
-        "SELECT s.id, s.lot_id, s.label, s.slot_type, s.out_of_service, ({STATUS_SQL}) AS status, s.created_at
+        "SELECT s.id, s.lot_id, s.label, s.slot_type, s.out_of_service, ({STATUS_SQL}) AS status,
+                s.occupied, s.observed_at, s.created_at
            FROM rm_slots_live s"
     )
 }
@@ -184,8 +201,8 @@ pub struct Availability {
     pub slots: Vec<SlotView>,
 }
 
-/// Slots of `lot_id` (of `slot_type`, if given) that no live booking overlaps in `range` and
-/// that are in service. Live, as for the calendar: confirmed or active, or pending with its
+/// Slots of `lot_id` (of `slot_type`, if given) that no live booking overlaps in `range`, that
+/// are in service, and, for a range that has begun, where no car is observed now. Live, as for the calendar: confirmed or active, or pending with its
 /// payment hold still running at `now`.
 pub async fn availability(
     pool: &PgPool,
@@ -203,6 +220,10 @@ pub async fn availability(
         query
             .push(" AND s.slot_type = ")
             .push_bind(slot_type.as_str());
+    }
+    // A range that has begun needs the slot empty now, as its status shows it.
+    if range.start() <= now {
+        query.push(" AND NOT s.occupied");
     }
     query
         .push(

@@ -238,6 +238,8 @@ fn server_settings(database_url: &str, bind: &str) -> HashMap<&'static str, Stri
 pub struct ServerProcess {
     process: std::process::Child,
     pub address: String,
+    /// Where the process's stdout and stderr go.
+    log: std::path::PathBuf,
 }
 
 impl ServerProcess {
@@ -256,15 +258,21 @@ impl ServerProcess {
             .expect("a free port")
             .port();
         let bind = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("parking-api-{port}-{}.log", Uuid::new_v4()));
+        let out = std::fs::File::create(&log).expect("create the server's log file");
+        let err = out.try_clone().expect("share the server's log file");
         let process = std::process::Command::new(binary)
             .arg("serve")
             .envs(server_settings(database_url, &bind))
-            .envs(settings.iter().copied())
-            // TEST_SERVER_LOG shows the server's own log lines (e.g. `parking_infra=info`).
+            // TEST_SERVER_LOG shows the server's own log lines (e.g. `parking_infra=info`);
+            // a test's own RUST_LOG setting wins.
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "error".into()),
             )
+            .envs(settings.iter().copied())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("start parking-api");
         let address = format!("http://{bind}");
@@ -282,7 +290,16 @@ impl ServerProcess {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Self { process, address }
+        Self {
+            process,
+            address,
+            log,
+        }
+    }
+
+    /// What the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown of any kind.
@@ -296,6 +313,14 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of parking-api at {}:\n{}",
+                self.address,
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -509,25 +534,35 @@ impl TestApp {
 
     /// An admin, made as an operator would: through the command layer, not self-registration.
     pub async fn admin(&self) -> (String, Uuid) {
+        self.operator_made(parking_domain::Role::Admin).await
+    }
+
+    /// A machine client (the vision service), made as an operator would.
+    pub async fn service_account(&self) -> (String, Uuid) {
+        self.operator_made(parking_domain::Role::Service).await
+    }
+
+    /// A user with `role`, made through the command layer (`parking-api create-user`).
+    async fn operator_made(&self, role: parking_domain::Role) -> (String, Uuid) {
         let vars = HashMap::from([
             ("DATABASE_URL", self.database_url.clone()),
             ("BCRYPT_COST", "4".to_owned()),
         ]);
         let config = Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
-        let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
+        let email = format!("{}-{}@example.com", role.as_str(), Uuid::new_v4().simple());
         let commands =
             parking_api::startup::commands(&EventLog::new(self.db.clone()), &config).unwrap();
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),
             password: PASSWORD.into(),
-            full_name: "Admin".to_owned(),
-            role: parking_domain::Role::Admin,
+            full_name: "Operator-made".to_owned(),
+            role,
         };
         let id = commands
             .register_user(&ctx, new)
             .await
-            .expect("admin created");
+            .expect("user created");
         // Signing in reads the write side: no need to wait for the server's projector.
         let login = self.login(&email, PASSWORD).await;
         (login.body["access_token"].as_str().unwrap().to_owned(), id)

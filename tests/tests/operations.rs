@@ -76,6 +76,10 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/lots/nearby",
         "GET /api/v1/lots/{lot_id}/availability",
         "PATCH /api/v1/slots/{slot_id}",
+        "POST /api/v1/slots/{slot_id}/occupancy",
+        "PUT /api/v1/lots/{lot_id}/cameras/{camera_id}",
+        "DELETE /api/v1/lots/{lot_id}/cameras/{camera_id}",
+        "GET /api/v1/lots/{lot_id}/cameras",
         "POST /api/v1/bookings",
         "GET /api/v1/bookings",
         "GET /api/v1/bookings/{booking_id}",
@@ -115,7 +119,9 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         let path = path
             .replace("{lot_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{booking_id}", &uuid::Uuid::new_v4().to_string())
-            .replace("{slot_id}", &uuid::Uuid::new_v4().to_string());
+            .replace("{slot_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{camera_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{payment_id}", &uuid::Uuid::new_v4().to_string());
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let reply = app.request(method, &path, None, None).await;
         assert_ne!(

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bookings;
+pub mod cameras;
 pub mod health;
 pub mod lots;
 pub mod metrics;
@@ -97,10 +98,14 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(lots::get)
         .service(lots::update)
         .service(lots::delete)
+        .service(cameras::configure)
+        .service(cameras::remove)
+        .service(cameras::list)
         .service(slots::create)
         .service(slots::list)
         .service(slots::availability)
         .service(slots::update)
+        .service(slots::observe)
         .service(bookings::create)
         .service(bookings::list)
         .service(bookings::get)

@@ -3,7 +3,7 @@
 
 use actix_web::{get, patch, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use parking_commands::SlotChanges;
+use parking_commands::{Observation, SlotChanges};
 use parking_domain::time::TimeRange;
 use parking_projections::slots::{self, Availability, SlotView};
 use parking_projections::Page;
@@ -169,4 +169,72 @@ pub async fn availability(
     lot_view(&state, lot_id).await?;
     let free = slots::availability(&state.pool, lot_id, range, slot_type, state.now()).await?;
     Ok(HttpResponse::Ok().json(free))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ObservationRequest {
+    /// Whether a car is in the slot.
+    pub occupied: bool,
+    /// The detector's confidence, 0 to 1.
+    pub confidence: f64,
+    /// The camera that saw it, as configured on the lot.
+    pub camera_id: Option<Uuid>,
+    /// When the frame was taken (RFC 3339); at most a minute ahead of the server's clock.
+    pub observed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ObservationRecorded {
+    pub slot_id: Uuid,
+    /// `true` when this observation changed the slot's observed state and was recorded;
+    /// `false` for the same state again, or a frame older than the last recorded change.
+    pub recorded: bool,
+}
+
+/// How far ahead of the server's clock an observation's time may be (cameras' clocks drift).
+const OBSERVATION_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Report what a camera saw in a slot (the vision service, or an admin). Only a change of the
+/// slot's observed state is recorded; the same state again, or a frame older than the last
+/// recorded change, is accepted and changes nothing. Answered once recorded; the slot's
+/// `status` follows in the read models (send `X-Event-Position` as `X-Min-Position`).
+#[utoipa::path(
+    tag = "slots",
+    security(("bearer" = [])),
+    params(("slot_id" = Uuid, Path)),
+    request_body = ObservationRequest,
+    responses(
+        (status = 200, body = ObservationRecorded), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, description = "Neither the `service` role nor an admin", body = Problem),
+        (status = 404, body = Problem),
+        (status = 422, description = "Confidence outside 0..1 (`invalid_confidence`) or a time in the future (`observed_in_future`)", body = Problem),
+    )
+)]
+#[post("/slots/{slot_id}/occupancy")]
+pub async fn observe(
+    state: State,
+    caller: Authenticated,
+    meta: RequestMeta,
+    path: web::Path<Uuid>,
+    body: web::Json<ObservationRequest>,
+) -> ApiResult<HttpResponse> {
+    let slot_id = path.into_inner();
+    let b = body.into_inner();
+    let ctx = state.context(Some(caller.0), &meta);
+    if b.observed_at > ctx.now + OBSERVATION_CLOCK_SKEW {
+        return Err(ApiError::invalid(
+            "observed_in_future",
+            "observed_at is more than a minute ahead of the server's clock",
+        ));
+    }
+    let observation = Observation {
+        slot_id,
+        occupied: b.occupied,
+        confidence: b.confidence,
+        camera_id: b.camera_id,
+        observed_at: b.observed_at,
+    };
+    let recorded = state.commands.observe(&ctx, observation).await?;
+    state.recorded(&ctx).await?;
+    Ok(HttpResponse::Ok().json(ObservationRecorded { slot_id, recorded }))
 }

@@ -5,7 +5,10 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{LotChanges, LotCommand, LotDetails, LotEvent, SlotType};
+use super::{
+    CameraConfig, CameraError, CameraSlot, LotChanges, LotCommand, LotDetails, LotEvent, Polygon,
+    SlotType, StreamUrl, MAX_SLOTS_PER_CAMERA,
+};
 use crate::actor::{Actor, Role};
 use crate::error::{RuleError, Violation};
 
@@ -31,6 +34,12 @@ pub enum LotError {
     UnknownSlot,
     #[error("slot label {0:?} is already used in this lot")]
     DuplicateLabel(String),
+    #[error("slot {0} is not a slot of this lot")]
+    SlotOfAnotherLot(Uuid),
+    #[error("no such camera")]
+    UnknownCamera,
+    #[error(transparent)]
+    Camera(#[from] CameraError),
 }
 
 impl RuleError for LotError {
@@ -45,16 +54,26 @@ impl RuleError for LotError {
             LotError::NegativeRate => "invalid_rate",
             LotError::BadDailyCap => "invalid_daily_cap",
             LotError::DuplicateLabel(_) => "duplicate_slot_label",
+            LotError::SlotOfAnotherLot(_) => "slot_not_in_lot",
+            LotError::UnknownCamera => "camera_not_found",
+            LotError::Camera(CameraError::BadStreamUrl) => "invalid_stream_url",
+            LotError::Camera(CameraError::BadPolygon { .. }) => "invalid_polygon",
+            LotError::Camera(CameraError::DuplicateSlot(_)) => "duplicate_camera_slot",
+            LotError::Camera(CameraError::TooManySlots(_)) => "too_many_camera_slots",
         }
     }
 
     fn violation(&self) -> Violation {
         match self {
             LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
-            LotError::NotFound | LotError::UnknownSlot => Violation::NotFound,
-            LotError::BadText { .. } | LotError::NegativeRate | LotError::BadDailyCap => {
-                Violation::Invalid
+            LotError::NotFound | LotError::UnknownSlot | LotError::UnknownCamera => {
+                Violation::NotFound
             }
+            LotError::BadText { .. }
+            | LotError::NegativeRate
+            | LotError::BadDailyCap
+            | LotError::SlotOfAnotherLot(_)
+            | LotError::Camera(_) => Violation::Invalid,
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
             }
@@ -81,6 +100,39 @@ pub struct RegisteredLot {
     pub active: bool,
     /// Keyed by the normalized label (trimmed, lower case).
     pub slots: BTreeMap<String, SlotEntry>,
+    #[serde(default)]
+    pub cameras: BTreeMap<Uuid, CameraConfig>,
+}
+
+impl RegisteredLot {
+    /// The camera configuration `slots` describe, checked against this lot's registry.
+    fn camera(
+        &self,
+        stream_url: &str,
+        slots: Vec<(Uuid, Vec<[f64; 2]>)>,
+    ) -> Result<CameraConfig, LotError> {
+        let stream_url = StreamUrl::parse(stream_url)?;
+        if slots.len() > MAX_SLOTS_PER_CAMERA {
+            return Err(CameraError::TooManySlots(MAX_SLOTS_PER_CAMERA).into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut checked = Vec::with_capacity(slots.len());
+        for (slot_id, points) in slots {
+            if !self.slots.values().any(|s| s.slot_id == slot_id) {
+                return Err(LotError::SlotOfAnotherLot(slot_id));
+            }
+            if !seen.insert(slot_id) {
+                return Err(CameraError::DuplicateSlot(slot_id).into());
+            }
+            let polygon = Polygon::new(points)
+                .map_err(|reason| CameraError::BadPolygon { slot_id, reason })?;
+            checked.push(CameraSlot { slot_id, polygon });
+        }
+        Ok(CameraConfig {
+            stream_url,
+            slots: checked,
+        })
+    }
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<String, LotError> {
@@ -277,6 +329,28 @@ impl Aggregate for ParkingLot {
                     sink.write(updated, self).await;
                 }
             }
+            LotCommand::ConfigureCamera {
+                actor,
+                camera_id,
+                stream_url,
+                slots,
+            } => {
+                let lot = self.active_owned_by(&actor)?;
+                let config = lot.camera(&stream_url, slots)?;
+                // The same configuration again changes nothing.
+                if lot.cameras.get(&camera_id) != Some(&config) {
+                    let configured = LotEvent::CameraConfigured { camera_id, config };
+                    sink.write(configured, self).await;
+                }
+            }
+            LotCommand::RemoveCamera { actor, camera_id } => {
+                let lot = self.owned_by(&actor)?;
+                if !lot.cameras.contains_key(&camera_id) {
+                    return Err(LotError::UnknownCamera);
+                }
+                sink.write(LotEvent::CameraRemoved { camera_id }, self)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -289,6 +363,7 @@ impl Aggregate for ParkingLot {
                     details,
                     active: true,
                     slots: BTreeMap::new(),
+                    cameras: BTreeMap::new(),
                 });
             }
             LotEvent::LotUpdated { changes } => {
@@ -365,6 +440,16 @@ impl Aggregate for ParkingLot {
                 }
                 let key = label.as_deref().map(normalized_label).unwrap_or(key);
                 lot.slots.insert(key, entry);
+            }
+            LotEvent::CameraConfigured { camera_id, config } => {
+                if let Some(lot) = &mut self.registered {
+                    lot.cameras.insert(camera_id, config);
+                }
+            }
+            LotEvent::CameraRemoved { camera_id } => {
+                if let Some(lot) = &mut self.registered {
+                    lot.cameras.remove(&camera_id);
+                }
             }
         }
     }
@@ -622,5 +707,89 @@ mod tests {
             .given_no_previous_events()
             .when(LotCommand::Deactivate { actor: ADMIN })
             .then_expect_error(LotError::NotFound);
+    }
+
+    const CAMERA: Uuid = Uuid::from_u128(70);
+    const SLOT: Uuid = Uuid::from_u128(71);
+    const SQUARE: [[f64; 2]; 4] = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.5], [0.1, 0.5]];
+
+    fn slot_added() -> LotEvent {
+        LotEvent::SlotAdded {
+            slot_id: SLOT,
+            label: "A1".into(),
+            slot_type: SlotType::Standard,
+        }
+    }
+
+    fn configure(actor: Actor, slot_id: Uuid, polygon: &[[f64; 2]]) -> LotCommand {
+        LotCommand::ConfigureCamera {
+            actor,
+            camera_id: CAMERA,
+            stream_url: "rtsp://cam:secret@10.0.0.5/stream".into(),
+            slots: vec![(slot_id, polygon.to_vec())],
+        }
+    }
+
+    fn configured() -> LotEvent {
+        LotEvent::CameraConfigured {
+            camera_id: CAMERA,
+            config: CameraConfig {
+                stream_url: StreamUrl::parse("rtsp://cam:secret@10.0.0.5/stream").unwrap(),
+                slots: vec![CameraSlot {
+                    slot_id: SLOT,
+                    polygon: Polygon::new(SQUARE.to_vec()).unwrap(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn the_owner_configures_a_camera_over_the_lots_slots() {
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(configure(OWNER, SLOT, &SQUARE))
+            .then_expect_events(vec![configured()]);
+        LotTest::with(())
+            .given(vec![registered(), slot_added(), configured()])
+            .when(configure(ADMIN, SLOT, &SQUARE))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_camera_over_another_lots_slot_or_a_bad_polygon_is_refused() {
+        let elsewhere = Uuid::from_u128(99);
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(configure(OWNER, elsewhere, &SQUARE))
+            .then_expect_error(LotError::SlotOfAnotherLot(elsewhere));
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(configure(OWNER, SLOT, &SQUARE[..2]))
+            .then_expect_error(LotError::Camera(CameraError::BadPolygon {
+                slot_id: SLOT,
+                reason: "needs at least 3 points",
+            }));
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(configure(STRANGER, SLOT, &SQUARE))
+            .then_expect_error(LotError::NotYourLot);
+    }
+
+    #[test]
+    fn removing_a_camera_it_does_not_have_is_refused() {
+        LotTest::with(())
+            .given(vec![registered(), slot_added(), configured()])
+            .when(LotCommand::RemoveCamera {
+                actor: OWNER,
+                camera_id: CAMERA,
+            })
+            .then_expect_events(vec![LotEvent::CameraRemoved { camera_id: CAMERA }]);
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(LotCommand::RemoveCamera {
+                actor: OWNER,
+                camera_id: CAMERA,
+            })
+            .then_expect_error(LotError::UnknownCamera);
     }
 }

@@ -53,6 +53,17 @@ pub enum LotCommand {
     Deactivate {
         actor: Actor,
     },
+    /// Adds the camera, or replaces its configuration.
+    ConfigureCamera {
+        actor: Actor,
+        camera_id: Uuid,
+        stream_url: String,
+        slots: Vec<(Uuid, Vec<[f64; 2]>)>,
+    },
+    RemoveCamera {
+        actor: Actor,
+        camera_id: Uuid,
+    },
     AddSlot {
         actor: Actor,
         slot_id: Uuid,

@@ -2,7 +2,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{LotChanges, LotDetails, SlotType};
+use super::{CameraConfig, LotChanges, LotDetails, SlotType};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LotEvent {
@@ -22,6 +22,14 @@ pub enum LotEvent {
         label: String,
         slot_type: SlotType,
     },
+    /// A camera was added, or its configuration replaced as a whole.
+    CameraConfigured {
+        camera_id: Uuid,
+        config: CameraConfig,
+    },
+    CameraRemoved {
+        camera_id: Uuid,
+    },
     /// The fields that changed; the others are `null`.
     SlotUpdated {
         slot_id: Uuid,
@@ -38,6 +46,8 @@ impl DomainEvent for LotEvent {
             LotEvent::LotDeactivated { .. } => "LotDeactivated",
             LotEvent::SlotAdded { .. } => "SlotAdded",
             LotEvent::SlotUpdated { .. } => "SlotUpdated",
+            LotEvent::CameraConfigured { .. } => "CameraConfigured",
+            LotEvent::CameraRemoved { .. } => "CameraRemoved",
         }
         .to_owned()
     }

@@ -2,13 +2,18 @@
 //!
 //! The lot owns its slots' identities and labels (unique within the lot); each slot's
 //! calendar is its own aggregate ([`crate::slot::Slot`]) so that bookings of different slots
-//! never contend.
+//! never contend. The lot also holds its cameras: which camera sees which of its slots.
 
 mod aggregate;
+mod camera;
 mod commands;
 mod events;
 
 pub use aggregate::{LotError, ParkingLot, RegisteredLot, SlotEntry};
+pub use camera::{
+    redact_credentials, CameraConfig, CameraError, CameraSlot, Polygon, StreamUrl,
+    MAX_POLYGON_POINTS, MAX_SLOTS_PER_CAMERA,
+};
 pub use commands::{LotChanges, LotCommand, LotDetails};
 pub use events::LotEvent;
 

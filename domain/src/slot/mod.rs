@@ -15,7 +15,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, Role};
 use crate::error::{RuleError, Violation};
 use crate::lot::SlotType;
 use crate::time::TimeRange;
@@ -45,6 +45,17 @@ pub enum SlotCommand {
     },
     Release {
         booking_id: Uuid,
+    },
+    /// What a camera (through the vision service) or an admin saw: a car there or not. Only a
+    /// change of the observed state is recorded; an observation older than the last recorded
+    /// one is ignored.
+    Observe {
+        actor: Actor,
+        occupied: bool,
+        /// 0..=1, as the detector reports it.
+        confidence: f64,
+        camera_id: Option<Uuid>,
+        observed_at: DateTime<Utc>,
     },
     /// Take the slot out of service (or back). Existing reservations stand; new ones are
     /// refused while it is out. `lot_owner_id` is the lot's owner, as the lot records it.
@@ -77,6 +88,14 @@ pub enum SlotEvent {
     SlotReleased {
         booking_id: Uuid,
     },
+    /// The observed state of the slot changed.
+    SlotOccupancyObserved {
+        occupied: bool,
+        confidence: f64,
+        camera_id: Option<Uuid>,
+        observed_at: DateTime<Utc>,
+        by: Uuid,
+    },
     SlotTakenOutOfService {
         by: Uuid,
     },
@@ -92,6 +111,7 @@ impl DomainEvent for SlotEvent {
             SlotEvent::SlotReserved { .. } => "SlotReserved",
             SlotEvent::SlotReservationConfirmed { .. } => "SlotReservationConfirmed",
             SlotEvent::SlotReleased { .. } => "SlotReleased",
+            SlotEvent::SlotOccupancyObserved { .. } => "SlotOccupancyObserved",
             SlotEvent::SlotTakenOutOfService { .. } => "SlotTakenOutOfService",
             SlotEvent::SlotReturnedToService { .. } => "SlotReturnedToService",
         }
@@ -119,6 +139,10 @@ pub enum SlotError {
     BookingAlreadyReserved,
     #[error("only the lot's owner or an admin may change its slots")]
     NotYourSlot,
+    #[error("only the vision service or an admin reports occupancy")]
+    NotAnObserver,
+    #[error("confidence must be between 0 and 1")]
+    BadConfidence,
 }
 
 impl RuleError for SlotError {
@@ -130,15 +154,16 @@ impl RuleError for SlotError {
             SlotError::Overlap => "slot_already_reserved",
             SlotError::RangeInPast => "range_in_past",
             SlotError::BookingAlreadyReserved => "booking_already_reserved",
-            SlotError::NotYourSlot => "forbidden",
+            SlotError::NotYourSlot | SlotError::NotAnObserver => "forbidden",
+            SlotError::BadConfidence => "invalid_confidence",
         }
     }
 
     fn violation(&self) -> Violation {
         match self {
             SlotError::NotFound => Violation::NotFound,
-            SlotError::RangeInPast => Violation::Invalid,
-            SlotError::NotYourSlot => Violation::Forbidden,
+            SlotError::RangeInPast | SlotError::BadConfidence => Violation::Invalid,
+            SlotError::NotYourSlot | SlotError::NotAnObserver => Violation::Forbidden,
             _ => Violation::Conflict,
         }
     }
@@ -167,11 +192,21 @@ impl Reservation {
     }
 }
 
+/// The slot's state as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub occupied: bool,
+    pub observed_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slot {
     pub info: Option<SlotInfo>,
     /// Live reservations; dead ones are pruned as time (in events) moves on.
     pub reservations: Calendar,
+    /// The last observation recorded: a change of state.
+    #[serde(default)]
+    pub observed: Option<Observed>,
 }
 
 impl Aggregate for Slot {
@@ -295,6 +330,36 @@ impl Aggregate for Slot {
                         .await;
                 }
             }
+            SlotCommand::Observe {
+                actor,
+                occupied,
+                confidence,
+                camera_id,
+                observed_at,
+            } => {
+                self.info.as_ref().ok_or(SlotError::NotFound)?;
+                if !matches!(actor.role, Role::Service | Role::Admin) {
+                    return Err(SlotError::NotAnObserver);
+                }
+                if !(0.0..=1.0).contains(&confidence) {
+                    return Err(SlotError::BadConfidence);
+                }
+                let news = match self.observed {
+                    None => true,
+                    // Late or repeated frames change nothing.
+                    Some(last) => observed_at > last.observed_at && occupied != last.occupied,
+                };
+                if news {
+                    let observed = SlotEvent::SlotOccupancyObserved {
+                        occupied,
+                        confidence,
+                        camera_id,
+                        observed_at,
+                        by: actor.user_id,
+                    };
+                    sink.write(observed, self).await;
+                }
+            }
             SlotCommand::SetOutOfService {
                 actor,
                 lot_owner_id,
@@ -360,6 +425,16 @@ impl Aggregate for Slot {
             }
             SlotEvent::SlotReleased { booking_id } => {
                 self.reservations.remove(&booking_id);
+            }
+            SlotEvent::SlotOccupancyObserved {
+                occupied,
+                observed_at,
+                ..
+            } => {
+                self.observed = Some(Observed {
+                    occupied,
+                    observed_at,
+                });
             }
             SlotEvent::SlotTakenOutOfService { .. } | SlotEvent::SlotReturnedToService { .. } => {
                 if let Some(info) = &mut self.info {
@@ -482,7 +557,6 @@ mod tests {
 
     #[test]
     fn only_the_lot_owner_or_an_admin_takes_a_slot_out_of_service() {
-        use crate::actor::Role;
         let owner = Uuid::from_u128(1);
         let stranger = Actor {
             user_id: Uuid::from_u128(2),
@@ -512,7 +586,6 @@ mod tests {
 
     #[test]
     fn returning_to_service_twice_records_it_once() {
-        use crate::actor::Role;
         let owner = Actor {
             user_id: Uuid::from_u128(1),
             role: Role::ParkingOwner,
@@ -598,6 +671,86 @@ mod tests {
             ])
             .when(confirm(10, 60, 120, 25))
             .then_expect_error(SlotError::Overlap);
+    }
+
+    const CAMERA: Actor = Actor {
+        user_id: Uuid::from_u128(50),
+        role: Role::Service,
+    };
+
+    fn observe(occupied: bool, minute: i64) -> SlotCommand {
+        SlotCommand::Observe {
+            actor: CAMERA,
+            occupied,
+            confidence: 0.9,
+            camera_id: None,
+            observed_at: t(minute),
+        }
+    }
+
+    fn observed(occupied: bool, minute: i64) -> SlotEvent {
+        SlotEvent::SlotOccupancyObserved {
+            occupied,
+            confidence: 0.9,
+            camera_id: None,
+            observed_at: t(minute),
+            by: CAMERA.user_id,
+        }
+    }
+
+    #[test]
+    fn a_first_observation_is_recorded() {
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(observe(true, 1))
+            .then_expect_events(vec![observed(true, 1)]);
+    }
+
+    #[test]
+    fn only_a_change_of_the_observed_state_is_recorded() {
+        SlotTest::with(())
+            .given(vec![registered(), observed(true, 1)])
+            .when(observe(true, 2))
+            .then_expect_events(vec![]);
+        SlotTest::with(())
+            .given(vec![registered(), observed(true, 1)])
+            .when(observe(false, 2))
+            .then_expect_events(vec![observed(false, 2)]);
+    }
+
+    #[test]
+    fn an_observation_older_than_the_last_recorded_is_ignored() {
+        SlotTest::with(())
+            .given(vec![registered(), observed(true, 5)])
+            .when(observe(false, 4))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn only_the_vision_service_or_an_admin_observes() {
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::Observe {
+                actor: Actor {
+                    user_id: Uuid::from_u128(51),
+                    role: Role::User,
+                },
+                occupied: true,
+                confidence: 0.9,
+                camera_id: None,
+                observed_at: t(1),
+            })
+            .then_expect_error(SlotError::NotAnObserver);
+        SlotTest::with(())
+            .given(vec![registered()])
+            .when(SlotCommand::Observe {
+                actor: CAMERA,
+                occupied: true,
+                confidence: 1.5,
+                camera_id: None,
+                observed_at: t(1),
+            })
+            .then_expect_error(SlotError::BadConfidence);
     }
 
     #[test]

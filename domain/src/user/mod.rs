@@ -25,6 +25,8 @@ pub enum UserCommand {
         role: Role,
         password_hash: String,
     },
+    /// A new password (as its hash), set by the operator: rotating a machine client's secret.
+    SetPassword { password_hash: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -62,6 +64,8 @@ impl DomainEvent for UserEvent {
 pub enum UserError {
     #[error("this user is already registered")]
     AlreadyRegistered,
+    #[error("no such user")]
+    NotFound,
     #[error("full name must be 1 to 200 printable characters")]
     InvalidName,
 }
@@ -70,6 +74,7 @@ impl RuleError for UserError {
     fn code(&self) -> &'static str {
         match self {
             UserError::AlreadyRegistered => "user_already_registered",
+            UserError::NotFound => "user_not_found",
             UserError::InvalidName => "invalid_full_name",
         }
     }
@@ -77,6 +82,7 @@ impl RuleError for UserError {
     fn violation(&self) -> Violation {
         match self {
             UserError::AlreadyRegistered => Violation::Conflict,
+            UserError::NotFound => Violation::NotFound,
             UserError::InvalidName => Violation::Invalid,
         }
     }
@@ -134,6 +140,14 @@ impl Aggregate for User {
                     self,
                 )
                 .await;
+                sink.write(UserEvent::UserCredentialsSet { password_hash }, self)
+                    .await;
+                Ok(())
+            }
+            UserCommand::SetPassword { password_hash } => {
+                if self.registered.is_none() {
+                    return Err(UserError::NotFound);
+                }
                 sink.write(UserEvent::UserCredentialsSet { password_hash }, self)
                     .await;
                 Ok(())
