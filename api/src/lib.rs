@@ -15,6 +15,7 @@ pub mod error;
 pub mod headers;
 pub mod idempotency;
 pub mod metrics;
+mod observations;
 mod openapi;
 pub mod request_id;
 mod routes;

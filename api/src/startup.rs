@@ -98,6 +98,9 @@ impl Application {
         }
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
         tokio::spawn(crate::sweep::run(state.clone()));
+        if let Some(kafka) = &config.kafka {
+            tokio::spawn(crate::observations::run(state.clone(), kafka.clone()));
+        }
         let listener = TcpListener::bind(config.bind_addr)?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {

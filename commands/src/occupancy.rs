@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use parking_domain::slot::SlotCommand;
 use uuid::Uuid;
 
+use parking_domain::Violation;
+
 use crate::context::{actor, CommandContext};
 use crate::error::CommandError;
 use crate::service::Commands;
@@ -21,14 +23,26 @@ pub struct Observation {
     pub observed_at: DateTime<Utc>,
 }
 
+/// How far ahead of the server's clock an observation's time may be (cameras' clocks drift).
+pub const OBSERVATION_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
 impl Commands {
     /// Records `observation` if it changes the slot's observed state; returns whether it did.
+    /// A time more than [`OBSERVATION_CLOCK_SKEW`] ahead of now is refused
+    /// (`observed_in_future`): it would hide every later observation.
     #[tracing::instrument(skip_all, fields(slot_id = %observation.slot_id))]
     pub async fn observe(
         &self,
         ctx: &CommandContext,
         observation: Observation,
     ) -> Result<bool, CommandError> {
+        if observation.observed_at > ctx.now + OBSERVATION_CLOCK_SKEW {
+            return Err(CommandError::rejected(
+                "observed_in_future",
+                Violation::Invalid,
+                "observed_at is more than a minute ahead of the server's clock",
+            ));
+        }
         let command = SlotCommand::Observe {
             actor: actor(ctx)?,
             occupied: observation.occupied,

@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod kafka;
 pub mod kafka_tail;
 pub mod log;
+pub mod observations;
 pub mod payments;
 pub mod relay;
 pub mod stripe;

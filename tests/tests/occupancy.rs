@@ -269,3 +269,74 @@ async fn only_the_vision_service_or_an_admin_reports_occupancy() {
 fn urlencode(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
+
+/// Polls the lot's only slot until it shows `status` (up to 20 s): observations from Kafka
+/// carry no position for the test to wait on.
+async fn until_status(app: &TestApp, lot_id: Uuid, status: &str) {
+    for _ in 0..200 {
+        if slot_status(app, lot_id).await == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the slot never became {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_from_kafka_apply_once_and_a_malformed_one_is_skipped() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    let broker = parking_tests::kafka::Broker::start().await;
+    let app = parking_tests::spawn_app_with(&[("KAFKA_BROKERS", &broker.address())]).await;
+    let fx = app.lot_with_slot().await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let key = fx.slot_id.to_string();
+    let send = |value: String| {
+        let (producer, key) = (&producer, key.clone());
+        async move {
+            let record = FutureRecord::to("parking.vision.observations")
+                .key(&key)
+                .payload(&value);
+            producer
+                .send(record, std::time::Duration::from_secs(30))
+                .await
+                .expect("delivered to the broker");
+        }
+    };
+    let now = Utc::now();
+    let observation = |occupied: bool, at: chrono::DateTime<Utc>| {
+        json!({
+            "observation_id": Uuid::new_v4(), "slot_id": fx.slot_id, "occupied": occupied,
+            "confidence": 0.97, "camera_id": null, "observed_at": at,
+        })
+        .to_string()
+    };
+
+    let arrived = observation(true, now);
+    send(arrived.clone()).await;
+    until_status(&app, fx.lot_id, "occupied").await;
+
+    // Delivered again, then garbage, then a departure: the garbage is skipped, the departure
+    // still applies, and the repeat records nothing.
+    send(arrived).await;
+    send("{\"not\": \"an observation\"".to_owned()).await;
+    send(observation(false, now + Duration::seconds(3))).await;
+    until_status(&app, fx.lot_id, "free").await;
+    assert_eq!(count(&app, "SlotOccupancyObserved").await, 2);
+    let metadata: Value = sqlx::query_scalar(
+        "SELECT metadata::jsonb FROM events WHERE event_type = 'SlotOccupancyObserved' LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(metadata["role"], "service");
+    assert!(metadata["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("vision-"));
+}
