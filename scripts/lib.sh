@@ -73,7 +73,8 @@ ensure_tansu() {
 
 # Debian packages the build and the tests need: libssl-dev and pkg-config (rdkafka's TLS links
 # the system OpenSSL), openssl and socat (the TLS relay tests put a TLS proxy with a certificate
-# of their own in front of a broker). Installed with apt-get only when missing.
+# of their own in front of a broker), and PostGIS for the local PostgreSQL (one install per
+# machine, ~15 s). Installed with apt-get only when missing.
 ensure_packages() {
   local missing=() command
   # Each of these commands comes in the Debian package of the same name.
@@ -81,6 +82,10 @@ ensure_packages() {
     command -v "$command" >/dev/null 2>&1 || missing+=("$command")
   done
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  # PostGIS for the local PostgreSQL: `NEARBY_SEARCH=postgis` and its test and benchmark.
+  local postgis
+  postgis="postgresql-$(ls /etc/postgresql | sort -V | tail -n 1)-postgis-3"
+  dpkg -s "$postgis" >/dev/null 2>&1 || missing+=("$postgis")
   [ ${#missing[@]} -eq 0 ] && return 0
   apt_install "${missing[@]}"
 }

@@ -11,6 +11,7 @@ use parking_infra::append::AppendTarget;
 use parking_infra::relay::Relay;
 use parking_infra::stripe::StripeClient;
 use parking_infra::{db, Config, EventLog, SystemClock};
+use parking_projections::lots::NearbyIndex;
 use parking_projections::{KafkaSource, Projections, StoreTail};
 use sqlx::PgPool;
 use utoipa::OpenApi;
@@ -61,6 +62,16 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::pool(&config.database_url, config.database_max_connections)?;
         db::migrate(&pool).await?;
+        let nearby = if config.nearby_postgis {
+            parking_projections::lots::enable_postgis(&pool)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("NEARBY_SEARCH=postgis, but PostGIS cannot be enabled: {e}")
+                })?;
+            NearbyIndex::PostGis
+        } else {
+            NearbyIndex::Box
+        };
         let log = EventLog::new(pool.clone());
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
@@ -92,6 +103,7 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             pool,
             stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.clone()),
+            nearby,
         });
         if config.stripe.is_none() {
             tracing::warn!("STRIPE_SECRET_KEY unset: payments answer 503 payments_unavailable");

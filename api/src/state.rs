@@ -28,6 +28,8 @@ pub struct AppState {
     pub log: parking_infra::EventLog,
     /// How long a request waits for the read models (`READ_WAIT_MS`).
     pub read_wait: std::time::Duration,
+    /// How nearby search finds its candidates (`NEARBY_SEARCH`).
+    pub nearby: parking_projections::lots::NearbyIndex,
     /// `STRIPE_WEBHOOK_SECRET`; `None`: no payment provider.
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
 }

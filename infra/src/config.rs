@@ -44,6 +44,9 @@ pub struct Config {
     /// `BILLING_INCREMENT_MINUTES`: time is charged in started steps of this length
     /// (default 15).
     pub billing_increment: chrono::Duration,
+    /// `NEARBY_SEARCH`: `box` (default, plain PostgreSQL) or `postgis` (needs the extension
+    /// installed on the database server).
+    pub nearby_postgis: bool,
     /// `STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET` (both or neither) and `STRIPE_API_BASE`.
     /// Unset: no payment provider; payments answer 503 `payments_unavailable`.
     pub stripe: Option<StripeConfig>,
@@ -228,6 +231,16 @@ impl Config {
                 "BILLING_INCREMENT_MINUTES",
                 1..=24 * 60,
             )?),
+            nearby_postgis: match get("NEARBY_SEARCH").as_deref().map(str::trim) {
+                None | Some("box") => false,
+                Some("postgis") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "NEARBY_SEARCH",
+                        reason: format!("expected box or postgis, got {other:?}"),
+                    })
+                }
+            },
             stripe: match (get("STRIPE_SECRET_KEY"), get("STRIPE_WEBHOOK_SECRET")) {
                 (None, None) => None,
                 (Some(key), Some(webhook)) => Some(StripeConfig {
@@ -555,6 +568,7 @@ mod tests {
             ("BOOKING_HOLD_SECONDS", "100000000000"),
             ("CHECK_IN_GRACE_SECONDS", "-1"),
             ("BILLING_INCREMENT_MINUTES", "0"),
+            ("NEARBY_SEARCH", "rtree"),
             ("BCRYPT_COST", "3"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("JWT_SECRET", "short"),

@@ -322,47 +322,130 @@ fn push_distance(query: &mut QueryBuilder<'_, Postgres>, center: GeoPoint) {
         .push(") / 2), 2))))");
 }
 
-/// Active lots within `radius_km` of `center`, nearest first, at most `limit`.
+/// How nearby search finds candidates (`NEARBY_SEARCH`, docs/benchmarks.md, "Nearby search").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NearbyIndex {
+    /// A latitude/longitude box on the B-tree index `rm_lots_position`, then exact great-circle
+    /// distances: plain PostgreSQL.
+    #[default]
+    Box,
+    /// PostGIS: a geography column with a GiST index, `ST_DWithin` and KNN ordering (the
+    /// extension must be installed; [`enable_postgis`] adds the column and the index).
+    PostGis,
+}
+
+/// Adds what [`NearbyIndex::PostGis`] needs: the extension, a generated geography column of
+/// each lot's position and its GiST index. Idempotent.
+pub async fn enable_postgis(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for statement in [
+        "CREATE EXTENSION IF NOT EXISTS postgis",
+        "ALTER TABLE rm_lots ADD COLUMN IF NOT EXISTS geog geography(Point, 4326)
+             GENERATED ALWAYS AS (ST_SetSRID(ST_MakePoint(longitude, latitude), 4326)::geography) STORED",
+        "CREATE INDEX IF NOT EXISTS rm_lots_geog ON rm_lots USING gist (geog) WHERE is_active",
+    ] {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// Active lots within `radius_km` of `center`, nearest first, at most `limit`; `total` counts
+/// all of them. Candidates and distances come from `rm_lots` alone; the live slot counts are
+/// computed for the lots answered only.
 pub async fn nearby(
     pool: &PgPool,
+    index: NearbyIndex,
     center: GeoPoint,
     radius_km: f64,
     limit: u32,
     now: DateTime<Utc>,
 ) -> Result<Page<NearbyLot>, sqlx::Error> {
-    // A latitude band first (a degree of latitude is ~111 km everywhere), so that the index
-    // narrows the scan before distances are computed.
-    let band = radius_km / 111.0 + 0.01;
-    let push_from = |query: &mut QueryBuilder<'_, Postgres>| {
-        query
-            .push(" FROM (")
-            .push(select_lots())
-            .push(" WHERE l.is_active AND l.latitude BETWEEN ")
-            .push_bind(center.latitude() - band)
-            .push(" AND ")
-            .push_bind(center.latitude() + band)
-            .push(") l WHERE ");
-        push_distance(query, center);
-        query.push(" <= ").push_bind(radius_km);
+    let mut query = with_clock(now);
+    query.push(", near AS (SELECT l.id, ");
+    match index {
+        NearbyIndex::Box => push_box_candidates(&mut query, center, radius_km),
+        NearbyIndex::PostGis => push_postgis_candidates(&mut query, center, radius_km),
+    }
+    query
+        .push(" LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(") SELECT l.*, near.distance_km, near.total FROM near, LATERAL (")
+        .push(select_lots())
+        .push(" WHERE l.id = near.id) l ORDER BY near.distance_km, l.id");
+    let rows: Vec<NearbyRow> = query.build_query_as().fetch_all(pool).await?;
+    let total = match rows.first() {
+        Some(row) => row.total,
+        None => 0,
     };
-    let mut items = with_clock(now);
-    items.push("SELECT l.*, ");
-    push_distance(&mut items, center);
-    items.push(" AS distance_km");
-    push_from(&mut items);
-    items
-        .push(" ORDER BY distance_km, l.id LIMIT ")
-        .push_bind(i64::from(limit));
-    let items: Vec<NearbyLot> = items.build_query_as().fetch_all(pool).await?;
-
-    let mut total = with_clock(now);
-    total.push("SELECT count(*)");
-    push_from(&mut total);
-    let total: i64 = total.build_query_scalar().fetch_one(pool).await?;
     Ok(Page {
-        items,
+        items: rows.into_iter().map(|r| r.found).collect(),
         page: 1,
         per_page: limit,
         total,
     })
+}
+
+#[derive(sqlx::FromRow)]
+struct NearbyRow {
+    #[sqlx(flatten)]
+    found: NearbyLot,
+    total: i64,
+}
+
+/// Candidates in a box around `center` (a degree of latitude is ~111 km everywhere; one of
+/// longitude shrinks with the cosine of the latitude), then the exact distance.
+fn push_box_candidates(query: &mut QueryBuilder<'_, Postgres>, center: GeoPoint, radius_km: f64) {
+    let lat_band = radius_km / 111.0 + 0.01;
+    let (south, north) = (center.latitude() - lat_band, center.latitude() + lat_band);
+    push_distance(query, center);
+    query
+        .push(" AS distance_km, count(*) OVER () AS total FROM rm_lots l WHERE l.is_active AND l.latitude BETWEEN ")
+        .push_bind(south)
+        .push(" AND ")
+        .push_bind(north);
+    // The box's widest point is its edge nearest a pole; near a pole, or across the date
+    // line, the latitude band alone bounds the search.
+    let widest = south.abs().max(north.abs());
+    if widest < 89.0 {
+        let lng_band = radius_km / (111.32 * widest.to_radians().cos()) + 0.01;
+        let (west, east) = (center.longitude() - lng_band, center.longitude() + lng_band);
+        if west >= -180.0 && east <= 180.0 {
+            query
+                .push(" AND l.longitude BETWEEN ")
+                .push_bind(west)
+                .push(" AND ")
+                .push_bind(east);
+        }
+    }
+    query.push(" AND ");
+    push_distance(query, center);
+    query
+        .push(" <= ")
+        .push_bind(radius_km)
+        .push(" ORDER BY distance_km, l.id");
+}
+
+/// Candidates from the GiST index: `ST_DWithin`, nearest first by KNN.
+fn push_postgis_candidates(
+    query: &mut QueryBuilder<'_, Postgres>,
+    center: GeoPoint,
+    radius_km: f64,
+) {
+    let point = |query: &mut QueryBuilder<'_, Postgres>| {
+        query
+            .push("ST_SetSRID(ST_MakePoint(")
+            .push_bind(center.longitude())
+            .push(", ")
+            .push_bind(center.latitude())
+            .push("), 4326)::geography");
+    };
+    query.push("ST_Distance(l.geog, ");
+    point(query);
+    query.push(", false) / 1000.0 AS distance_km, count(*) OVER () AS total FROM rm_lots l WHERE l.is_active AND ST_DWithin(l.geog, ");
+    point(query);
+    query
+        .push(", ")
+        .push_bind(radius_km * 1000.0)
+        .push(", false) ORDER BY l.geog <-> ");
+    point(query);
+    query.push(", l.id");
 }

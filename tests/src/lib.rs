@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kafka;
+pub mod load;
 pub mod stripe;
 
 use std::collections::HashMap;

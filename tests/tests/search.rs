@@ -26,14 +26,23 @@ fn names(reply: &Reply) -> Vec<&str> {
 
 #[tokio::test]
 async fn nearby_lists_active_lots_within_the_radius_nearest_first() {
-    let app = spawn_app().await;
+    nearby_finds_what_is_near(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn nearby_with_postgis_answers_the_same() {
+    let app = parking_tests::spawn_app_with(&[("NEARBY_SEARCH", "postgis")]).await;
+    nearby_finds_what_is_near(&app).await;
+}
+
+async fn nearby_finds_what_is_near(app: &parking_tests::TestApp) {
     let (owner, _) = app.signed_in("parking_owner").await;
     let (lat, lng) = (45.7640, 4.8357);
-    lot_at(&app, &owner, "Eleven km north", lat + 0.1, lng).await;
-    lot_at(&app, &owner, "Here", lat, lng).await;
-    lot_at(&app, &owner, "Paris", 48.8566, 2.3522).await;
-    lot_at(&app, &owner, "One km north", lat + 0.01, lng).await;
-    let closed = lot_at(&app, &owner, "Closed, here", lat, lng).await;
+    lot_at(app, &owner, "Eleven km north", lat + 0.1, lng).await;
+    lot_at(app, &owner, "Here", lat, lng).await;
+    lot_at(app, &owner, "Paris", 48.8566, 2.3522).await;
+    lot_at(app, &owner, "One km north", lat + 0.01, lng).await;
+    let closed = lot_at(app, &owner, "Closed, here", lat, lng).await;
     app.request(
         Method::DELETE,
         &format!("/api/v1/lots/{closed}"),

@@ -287,7 +287,15 @@ pub async fn nearby(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", "limit must be 1 to 100"));
     }
-    let found = lots::nearby(&state.pool, center, radius_km, limit, state.now()).await?;
+    let found = lots::nearby(
+        &state.pool,
+        state.nearby,
+        center,
+        radius_km,
+        limit,
+        state.now(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(found.map(|near| NearbyLot {
         lot: near.lot.for_viewer(viewer.0.as_ref()),
         ..near

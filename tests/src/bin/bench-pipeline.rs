@@ -26,14 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use parking_infra::config::KafkaConfig;
 use parking_infra::relay::Relay;
 use parking_tests::kafka::Broker;
+use parking_tests::load::{env, Answer, Client};
 use parking_tests::{hours_from_now, spawn_app_with};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -137,45 +135,6 @@ impl Cpu {
     }
 }
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One client's connection to the server, held for the whole load, as a load generator (wrk,
-/// say) holds it: plain HTTP/1.1 on one TCP connection, the request's fixed headers made once,
-/// the answer's body read and parsed only where it is needed. Its CPU counts as this process's,
-/// beside the server's, so it should spend as little as the raw inserts' client does (one
-/// held sqlx connection each). A pooled client that parses URLs and every body into a
-/// `serde_json::Value` (`reqwest`) would be about a fifth of this process.
-struct Client {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    host: HeaderValue,
-    authorization: HeaderValue,
-}
-
-/// An answer: its status, its `X-Event-Position` and its body, unparsed.
-struct Answer {
-    status: StatusCode,
-    position: Option<i64>,
-    body: Bytes,
-}
-
-impl Answer {
-    /// The `id` of the JSON object in the body.
-    fn id(&self) -> Uuid {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            id: Uuid,
-        }
-        let body: Result<Id, _> = serde_json::from_slice(&self.body);
-        body.unwrap_or_else(|e| panic!("no id in {:?}: {e}", self.body))
-            .id
-    }
-}
-
 /// A booking request's body, printed straight from its fields.
 #[derive(serde::Serialize)]
 struct BookingBody {
@@ -185,87 +144,23 @@ struct BookingBody {
     vehicle_number: &'static str,
 }
 
-impl Client {
-    /// Connects to the server at `address` (`http://host:port`) as the holder of `token`.
-    async fn connect(address: &str, token: &str) -> Self {
-        let authority = address
-            .strip_prefix("http://")
-            .expect("the server's address is http://host:port");
-        let stream = tokio::net::TcpStream::connect(authority)
-            .await
-            .expect("a connection to the server");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("an HTTP/1.1 connection");
-        tokio::spawn(connection);
-        Self {
-            sender,
-            host: HeaderValue::from_str(authority).expect("a host header"),
-            authorization: HeaderValue::from_str(&format!("Bearer {token}"))
-                .expect("an authorization header"),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        extra: Option<(&'static str, String)>,
-        body: Bytes,
-    ) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host.clone())
-            .header(AUTHORIZATION, self.authorization.clone());
-        if !body.is_empty() {
-            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        if let Some((name, value)) = extra {
-            request = request.header(name, value);
-        }
-        let request = request.body(Full::new(body)).expect("a request");
-        self.sender.ready().await.expect("the connection is open");
-        let response = self.sender.send_request(request).await.expect("an answer");
-        let status = response.status();
-        let position = response
-            .headers()
-            .get("x-event-position")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("the answer's body")
-            .to_bytes();
-        Answer {
-            status,
-            position,
-            body,
-        }
-    }
-
-    /// `POST /api/v1/bookings` of `slot_id` over `start..end`.
-    async fn book(&mut self, slot_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> Answer {
-        let body = BookingBody {
-            slot_id,
-            start_time: start,
-            end_time: end,
-            vehicle_number: "AB-123-CD",
-        };
-        let body = serde_json::to_vec(&body).expect("a booking's body");
-        self.send(Method::POST, "/api/v1/bookings", None, body.into())
-            .await
-    }
-
-    /// `GET path`, with `X-Min-Position: at` if given.
-    async fn get(&mut self, path: &str, at: Option<i64>) -> Answer {
-        let at = at.map(|position| ("x-min-position", position.to_string()));
-        self.send(Method::GET, path, at, Bytes::new()).await
-    }
+/// `POST /api/v1/bookings` of `slot_id` over `start..end`.
+async fn book(
+    client: &mut Client,
+    slot_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Answer {
+    let body = BookingBody {
+        slot_id,
+        start_time: start,
+        end_time: end,
+        vehicle_number: "AB-123-CD",
+    };
+    let body = serde_json::to_vec(&body).expect("a booking's body");
+    client
+        .send(Method::POST, "/api/v1/bookings", None, body.into())
+        .await
 }
 
 /// Inserts/s, and the CPU they used.
@@ -707,9 +602,13 @@ async fn bookings(app: &Arc<parking_tests::TestApp>, drivers: &mut Drivers, seco
                 // Round-robin over the driver's slots, one hour later per lap: never overlapping.
                 let slot = mine[n as usize % mine.len()];
                 let hour = n / mine.len() as i64;
-                let booked = client
-                    .book(slot, hours_from_now(hour), hours_from_now(hour + 1))
-                    .await;
+                let booked = book(
+                    &mut client,
+                    slot,
+                    hours_from_now(hour),
+                    hours_from_now(hour + 1),
+                )
+                .await;
                 if booked.status == StatusCode::CREATED {
                     done.fetch_add(1, Ordering::Relaxed);
                     if n % LAG_PROBE_EVERY == 0 {
