@@ -110,8 +110,14 @@ impl Application {
         }
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
         tokio::spawn(crate::sweep::run(state.clone()));
-        if let Some(kafka) = &config.kafka {
-            tokio::spawn(crate::observations::run(state.clone(), kafka.clone()));
+        match &config.kafka {
+            Some(kafka) if kafka.observations_consumer => {
+                tokio::spawn(crate::observations::run(state.clone(), kafka.clone()));
+            }
+            Some(_) => {
+                tracing::info!("OBSERVATIONS_FROM_KAFKA=false: observations come over HTTP only")
+            }
+            None => {}
         }
         let listener = TcpListener::bind(config.bind_addr)?;
         let port = listener.local_addr()?.port();

@@ -83,6 +83,9 @@ pub struct KafkaConfig {
     /// request. Longer: fewer, larger requests (less CPU for the relay and the brokers); shorter:
     /// events reach Kafka sooner.
     pub linger_ms: u32,
+    /// `OBSERVATIONS_FROM_KAFKA`: whether `serve` reads the vision service's observations from
+    /// `parking.vision.observations` (default true).
+    pub observations_consumer: bool,
     /// `KAFKA_CLIENT_PROPERTIES_FILE`: librdkafka properties for every Kafka client of ours
     /// (TLS and SASL of a secured cluster, for example).
     pub client_properties: ClientProperties,
@@ -299,6 +302,7 @@ impl Config {
                 Some(brokers) => Some(KafkaConfig {
                     brokers: brokers.trim().to_owned(),
                     relay_in_server: parse(&get, "RELAY_ENABLED", true)?,
+                    observations_consumer: parse(&get, "OBSERVATIONS_FROM_KAFKA", true)?,
                     projections_from_kafka: match get("PROJECTION_SOURCE").as_deref() {
                         None | Some("store") => false,
                         Some("kafka") => true,

@@ -194,6 +194,21 @@ async fn an_observation_flips_the_slot_and_the_lots_availability_and_only_change
         )
         .await;
     assert_eq!(availability.body["available"], 0, "{availability:?}");
+    // Nor can it be booked from now; from later on it can.
+    let (driver, _) = app.signed_in("user").await;
+    let now_on = app
+        .book(&driver, fx.slot_id, Utc::now(), now + Duration::hours(1))
+        .await;
+    now_on.assert_problem(409, "slot_occupied");
+    let later = app
+        .book(
+            &driver,
+            fx.slot_id,
+            now + Duration::hours(2),
+            now + Duration::hours(3),
+        )
+        .await;
+    assert_eq!(later.status, StatusCode::CREATED, "{later:?}");
 
     // The same state again, and an older frame saying otherwise: nothing recorded.
     let repeated = observe(&app, &service, fx.slot_id, true, now + Duration::seconds(1)).await;

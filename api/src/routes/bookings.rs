@@ -63,7 +63,7 @@ async fn booking_view(state: &State, booking_id: Uuid) -> ApiResult<BookingView>
     responses(
         (status = 201, body = BookingView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, description = "Unknown slot", body = Problem),
-        (status = 409, description = "Overlaps another booking of the slot (`slot_already_reserved`)", body = Problem),
+        (status = 409, description = "Overlaps another booking of the slot (`slot_already_reserved`); starts now while a car is in the slot (`slot_occupied`); slot out of service (`slot_out_of_service`)", body = Problem),
         (status = 422, description = "Bad range: end ≤ start, in the past, too long, too far ahead", body = Problem),
     )
 )]

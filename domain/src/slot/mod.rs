@@ -133,6 +133,8 @@ pub enum SlotError {
     OutOfService,
     #[error("the slot is already reserved for an overlapping time")]
     Overlap,
+    #[error("a car is in the slot now")]
+    Occupied,
     #[error("the range has already ended")]
     RangeInPast,
     #[error("this booking already holds a different reservation on the slot")]
@@ -152,6 +154,7 @@ impl RuleError for SlotError {
             SlotError::AlreadyRegistered => "slot_already_registered",
             SlotError::OutOfService => "slot_out_of_service",
             SlotError::Overlap => "slot_already_reserved",
+            SlotError::Occupied => "slot_occupied",
             SlotError::RangeInPast => "range_in_past",
             SlotError::BookingAlreadyReserved => "booking_already_reserved",
             SlotError::NotYourSlot | SlotError::NotAnObserver => "forbidden",
@@ -266,6 +269,10 @@ impl Aggregate for Slot {
                 }
                 if range.end() <= now {
                     return Err(SlotError::RangeInPast);
+                }
+                // A range that has begun needs the slot empty now.
+                if range.start() <= now && self.observed.is_some_and(|o| o.occupied) {
+                    return Err(SlotError::Occupied);
                 }
                 if self.reservations.overlaps_live(&range, now) {
                     return Err(SlotError::Overlap);
@@ -696,6 +703,19 @@ mod tests {
             observed_at: t(minute),
             by: CAMERA.user_id,
         }
+    }
+
+    #[test]
+    fn a_range_that_has_begun_is_not_reserved_while_a_car_is_in_the_slot() {
+        SlotTest::with(())
+            .given(vec![registered(), observed(true, 1)])
+            .when(reserve(10, 5, 60, 5))
+            .then_expect_error(SlotError::Occupied);
+        // Later ranges are the calendar's business only.
+        SlotTest::with(())
+            .given(vec![registered(), observed(true, 1)])
+            .when(reserve(10, 60, 120, 5))
+            .then_expect_events(vec![reserved(10, 60, 120, Some(20), 5)]);
     }
 
     #[test]

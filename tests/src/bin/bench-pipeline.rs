@@ -229,6 +229,7 @@ async fn run() -> anyhow::Result<()> {
     let kafka = KafkaConfig {
         brokers: broker.address(),
         relay_in_server: false,
+        observations_consumer: false,
         projections_from_kafka: false,
         partitions: 6,
         replication_factor: 1,
