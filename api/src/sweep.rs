@@ -7,6 +7,8 @@
 //!   whose hold ran out while every node was down expires at the first sweep after a start.
 //! - Refunds asked of Stripe whose answer was never recorded are asked again (same
 //!   `Idempotency-Key`).
+//! - Payments whose success was recorded but not followed by their booking's confirmation or
+//!   a refund (a crash in between) are settled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,11 @@ pub async fn run(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(refunds = n, "unanswered refunds asked again"),
                 Err(e) => tracing::warn!(error = %e, "the refund sweep failed; next round retries"),
+            }
+            let ctx = context(&state, "payment-sweep");
+            let before = ctx.now - chrono::Duration::minutes(1);
+            if let Err(e) = state.commands.settle_unsettled_payments(&ctx, before).await {
+                tracing::warn!(error = %e, "the payment sweep failed; next round retries");
             }
         }
     }

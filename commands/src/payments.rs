@@ -432,6 +432,24 @@ impl Commands {
         Ok(due.len())
     }
 
+    /// Re-drives what follows a success (`settle_payment`) for payments that succeeded before
+    /// `before` and neither confirmed their booking nor were refunded by the system: a crash
+    /// between recording the success and confirming left them so. Returns how many it drove.
+    pub async fn settle_unsettled_payments(
+        &self,
+        ctx: &CommandContext,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, CommandError> {
+        let due = parking_infra::payments::unsettled(self.log.pool(), before, 100)
+            .await
+            .map_err(|e| CommandError::Infrastructure(e.into()))?;
+        for payment_id in &due {
+            tracing::warn!(%payment_id, "settling a payment a crash left unsettled");
+            self.settle_payment(ctx, *payment_id).await?;
+        }
+        Ok(due.len())
+    }
+
     fn stripe(&self) -> Result<&parking_infra::stripe::StripeClient, CommandError> {
         self.stripe
             .as_ref()

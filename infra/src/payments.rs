@@ -48,3 +48,33 @@ pub async fn unanswered_refunds(
         .filter_map(|(p, r)| Some((p.parse().ok()?, r.parse().ok()?)))
         .collect())
 }
+
+/// Payments whose success was recorded before `before` but that neither confirmed their
+/// booking nor have a refund requested: what follows a success did not happen (a crash in
+/// between). At most `limit`.
+pub async fn unsettled(
+    db: &PgPool,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT s.aggregate_id FROM events s
+          WHERE s.aggregate_type = 'payment' AND s.event_type = 'PaymentSucceeded'
+            AND s.recorded_at < $1
+            AND NOT EXISTS (
+                SELECT 1 FROM events c
+                 WHERE c.aggregate_type = 'booking' AND c.event_type = 'BookingConfirmed'
+                   AND c.payload -> 'BookingConfirmed' ->> 'payment_id' = s.aggregate_id)
+            AND NOT EXISTS (
+                SELECT 1 FROM events r
+                 WHERE r.aggregate_type = 'payment' AND r.aggregate_id = s.aggregate_id
+                   AND r.event_type = 'RefundRequested')
+          ORDER BY s.recorded_at
+          LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
+}

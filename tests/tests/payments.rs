@@ -755,3 +755,59 @@ async fn concurrent_refunds_never_exceed_what_was_paid() {
     assert_eq!(payment.body["refunded_cents"], 300);
     assert_eq!(payment.body["refundable_cents"], 200);
 }
+
+#[tokio::test]
+async fn a_success_whose_confirmation_a_crash_cut_off_is_settled_by_the_sweep() {
+    let p = paying_app(&[]).await;
+    let Scene {
+        fx: _,
+        driver,
+        booking_id,
+    } = p.scene(2).await;
+    let payment_id = p.paid(&driver, booking_id).await;
+    p.until_booking(&driver, booking_id, "confirmed").await;
+    // As if the process died after recording the success: the confirmation's append (the
+    // booking's and its slot's events, the last of each stream) never happened.
+    sqlx::query(
+        "DELETE FROM events WHERE event_type IN ('BookingConfirmed', 'SlotReservationConfirmed')",
+    )
+    .execute(&p.app.db)
+    .await
+    .unwrap();
+
+    let vars = std::collections::HashMap::from([
+        ("DATABASE_URL", p.app.database_url.clone()),
+        ("STRIPE_SECRET_KEY", SECRET_KEY.to_owned()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ("STRIPE_API_BASE", p.stripe.url.clone()),
+    ]);
+    let config = parking_infra::Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
+    let log = parking_infra::EventLog::new(p.app.db.clone());
+    let commands = parking_api::startup::commands(&log, &config).unwrap();
+    let ctx = parking_commands::CommandContext::system("sweep".into(), Utc::now());
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        commands
+            .settle_unsettled_payments(&ctx, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        commands
+            .settle_unsettled_payments(&ctx, later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(p.count("BookingConfirmed").await, 1);
+    assert_eq!(p.count("SlotReservationConfirmed").await, 1);
+    assert_eq!(p.count("RefundRequested").await, 0);
+    let confirmed_by: String = sqlx::query_scalar(
+        "SELECT payload -> 'BookingConfirmed' ->> 'payment_id' FROM events WHERE event_type = 'BookingConfirmed'",
+    )
+    .fetch_one(&p.app.db)
+    .await
+    .unwrap();
+    assert_eq!(confirmed_by, payment_id.to_string());
+}
