@@ -34,23 +34,10 @@ pub fn all_topics() -> Vec<String> {
         .collect()
 }
 
-/// A camera's configuration with the credentials of its stream URL replaced by `***`.
-fn stream_credentials_hidden(fields: &RawValue) -> Box<RawValue> {
+/// `fields` as `edit` leaves them: what a published payload holds back (see [`encode`]).
+fn edited(fields: &RawValue, edit: impl FnOnce(&mut Value)) -> Box<RawValue> {
     let mut value: Value = serde_json::from_str(fields.get()).unwrap_or(Value::Null);
-    if let Some(url) = value.pointer_mut("/config/stream_url") {
-        if let Some(text) = url.as_str() {
-            *url = Value::String(parking_domain::lot::redact_credentials(text));
-        }
-    }
-    serde_json::value::to_raw_value(&value).expect("a JSON value serializes")
-}
-
-/// `fields` without the member `name`.
-fn without(fields: &RawValue, name: &str) -> Box<RawValue> {
-    let mut value: Value = serde_json::from_str(fields.get()).unwrap_or(Value::Null);
-    if let Some(object) = value.as_object_mut() {
-        object.remove(name);
-    }
+    edit(&mut value);
     serde_json::value::to_raw_value(&value).expect("a JSON value serializes")
 }
 
@@ -87,11 +74,21 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
     let payload: &RawValue = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
         ("user", "UserCredentialsSet") => empty_object(),
         ("payment", "PaymentIntentCreated") => {
-            redacted = without(fields(event), "client_secret");
+            redacted = edited(fields(event), |payload| {
+                if let Some(intent) = payload.as_object_mut() {
+                    intent.remove("client_secret");
+                }
+            });
             &redacted
         }
         ("lot", "CameraConfigured") => {
-            redacted = stream_credentials_hidden(fields(event));
+            redacted = edited(fields(event), |payload| {
+                if let Some(url) = payload.pointer_mut("/config/stream_url") {
+                    if let Some(text) = url.as_str() {
+                        *url = Value::String(parking_domain::lot::redact_credentials(text));
+                    }
+                }
+            });
             &redacted
         }
         _ => fields(event),

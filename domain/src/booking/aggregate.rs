@@ -295,9 +295,7 @@ impl BookingState {
             })
         }
     }
-}
 
-impl BookingState {
     /// Arrival and departure are the driver's, or the lot owner's on their behalf.
     fn may_arrive_or_leave(&self, actor: &Actor) -> Result<(), BookingError> {
         if actor.user_id == self.user_id || actor.user_id == self.lot_owner_id || actor.is_admin() {

@@ -130,10 +130,6 @@ impl Polygon {
         Ok(polygon)
     }
 
-    pub fn points(&self) -> &[[f64; 2]] {
-        &self.0
-    }
-
     /// Shoelace formula.
     fn area(&self) -> f64 {
         let n = self.0.len();
