@@ -59,6 +59,11 @@ impl Tokens {
     }
 
     pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        self.verify_until(token).map(|(actor, _)| actor)
+    }
+
+    /// The token's holder, and when the token expires.
+    pub fn verify_until(&self, token: &str) -> Result<(Actor, std::time::SystemTime), ApiError> {
         let options = VerificationOptions {
             time_tolerance: Some(Duration::from_secs(CLOCK_TOLERANCE_SECS)),
             ..Default::default()
@@ -76,12 +81,12 @@ impl Tokens {
                     ApiError::unauthorized("invalid_token", "the token is not valid")
                 }
             })?;
-        if claims.expires_at.is_none() {
+        let Some(expires_at) = claims.expires_at else {
             return Err(ApiError::unauthorized(
                 "invalid_token",
                 "the token has no expiry",
             ));
-        }
+        };
         let user_id = claims
             .subject
             .as_deref()
@@ -89,14 +94,17 @@ impl Tokens {
             .ok_or_else(|| {
                 ApiError::unauthorized("invalid_token", "the token has no valid subject")
             })?;
-        Ok(Actor {
+        let actor = Actor {
             user_id,
             role: claims.custom.role,
-        })
+        };
+        let expires_at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires_at.as_secs());
+        Ok((actor, expires_at))
     }
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
     let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = header.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

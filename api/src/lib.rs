@@ -14,6 +14,7 @@ pub mod consistency;
 pub mod error;
 pub mod headers;
 pub mod idempotency;
+pub mod live;
 pub mod metrics;
 mod observations;
 mod openapi;

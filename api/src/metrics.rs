@@ -43,6 +43,7 @@ pub struct Metrics {
     booking_batches: Counter,
     booking_requests: Counter,
     booking_redecided: Counter,
+    hub: crate::live::HubMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -113,6 +114,27 @@ impl Default for Metrics {
             "Times a booking batch was decided again because a slot's stream moved under it",
             booking_redecided.clone(),
         );
+        let hub = crate::live::HubMetrics::default();
+        registry.register(
+            "ws_connections",
+            "Open WebSocket connections (GET /ws)",
+            hub.connections.clone(),
+        );
+        registry.register(
+            "ws_messages_sent",
+            "Messages written to WebSocket clients",
+            hub.sent.clone(),
+        );
+        registry.register(
+            "ws_clients_dropped",
+            "WebSocket clients the server closed, by reason (too_slow: fell behind)",
+            hub.dropped.clone(),
+        );
+        registry.register(
+            "ws_hub_position",
+            "Log position up to which the live hub has sent every message",
+            hub.position.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,11 +147,17 @@ impl Default for Metrics {
             booking_batches,
             booking_requests,
             booking_redecided,
+            hub,
         }
     }
 }
 
 impl Metrics {
+    /// The live hub's metrics (registered here, counted by the hub).
+    pub fn hub(&self) -> crate::live::HubMetrics {
+        self.hub.clone()
+    }
+
     pub fn observe_request(&self, method: &str, route: Option<String>, status: u16, seconds: f64) {
         let route = route.unwrap_or_else(|| "unmatched".to_owned());
         // Clients choose the method: only standard ones become label values.

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         (name = "slots", description = "Slots of a lot"),
         (name = "bookings", description = "Bookings of slots and their lifecycle"),
         (name = "payments", description = "Payments through Stripe, its webhook, refunds"),
+        (name = "real time", description = "Live changes over a WebSocket"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Tokens;
 use crate::error;
+use crate::live::Hub;
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
 use crate::routes;
@@ -30,6 +31,7 @@ pub struct Application {
     port: u16,
     server: Server,
     log: EventLog,
+    hub: Arc<Hub>,
 }
 
 /// The write side, appending to `log`; the booking desk pipelines its appends on a connection
@@ -90,6 +92,10 @@ impl Application {
             Some(_) => tracing::info!("RELAY_ENABLED=false: run `parking-api relay` separately"),
             None => tracing::info!("KAFKA_BROKERS unset: events are not published to Kafka"),
         }
+        let metrics = Arc::new(Metrics::default());
+        // The live hub starts at the log's head: what came before is for HTTP to tell.
+        let head = log.recorded_head().await?;
+        let hub = Arc::new(Hub::new(config.live.clone(), metrics.hub(), head));
         let state = Arc::new(AppState {
             commands: commands(&log, config)?,
             projections,
@@ -100,16 +106,18 @@ impl Application {
                 config.login_max_failures,
                 config.login_failure_window,
             ),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             pool,
             stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.clone()),
             nearby,
+            hub: hub.clone(),
         });
         if config.stripe.is_none() {
             tracing::warn!("STRIPE_SECRET_KEY unset: payments answer 503 payments_unavailable");
         }
         tokio::spawn(purge_idempotency_keys(state.pool.clone()));
         tokio::spawn(crate::sweep::run(state.clone()));
+        tokio::spawn(crate::live::run(hub.clone(), state.clone(), head));
         match &config.kafka {
             Some(kafka) if kafka.observations_consumer => {
                 tokio::spawn(crate::observations::run(state.clone(), kafka.clone()));
@@ -120,6 +128,10 @@ impl Application {
             None => {}
         }
         let listener = TcpListener::bind(config.bind_addr)?;
+        if let Some(bytes) = config.live.send_buffer {
+            // Accepted connections inherit it.
+            socket2::SockRef::from(&listener).set_send_buffer_size(bytes)?;
+        }
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             let (app, openapi) = App::new()
@@ -137,6 +149,7 @@ impl Application {
                 .service(routes::health::health)
                 .service(routes::health::ready)
                 .service(routes::metrics::metrics)
+                .service(routes::live::connect)
                 .service(routes::api_v1())
                 .split_for_parts();
             // The document at /openapi.json, and the API reference page at /docs (Swagger UI, its
@@ -152,9 +165,17 @@ impl Application {
                 .wrap(middleware::from_fn(crate::request_id::middleware))
         })
         .listen(listener)?
+        // Signals are ours (`run_until_stopped`): WebSockets are closed before the server
+        // stops, or its graceful stop would wait for them.
+        .disable_signals()
         .run();
         tracing::info!(port, "listening");
-        Ok(Self { port, server, log })
+        Ok(Self {
+            port,
+            server,
+            log,
+            hub,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -166,8 +187,40 @@ impl Application {
         &self.log
     }
 
+    /// The live hub behind `GET /ws`.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops gracefully: WebSocket clients get a close
+    /// frame (1001), requests under way finish (up to 30 s), and the process exits.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: closing WebSockets, finishing requests");
+            hub.shut_down();
+            handle.stop(true).await;
+        });
         self.server.await
+    }
+}
+
+/// SIGINT or SIGTERM (what an orchestrator sends to stop a container).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub nearby: parking_projections::lots::NearbyIndex,
     /// `STRIPE_WEBHOOK_SECRET`; `None`: no payment provider.
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
+    /// The live hub behind `GET /ws`.
+    pub hub: Arc<crate::live::Hub>,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;

@@ -28,7 +28,7 @@ pub const OBSERVATION_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(6
 
 impl Commands {
     /// Records `observation` if it changes the slot's observed state; returns whether it did.
-    /// A time more than [`OBSERVATION_CLOCK_SKEW`] ahead of now is refused
+    /// A time more than `OBSERVATION_CLOCK_SKEW` (60 s) ahead of now is refused
     /// (`observed_in_future`): it would hide every later observation.
     #[tracing::instrument(skip_all, fields(slot_id = %observation.slot_id))]
     pub async fn observe(

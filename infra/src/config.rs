@@ -63,6 +63,34 @@ pub struct Config {
     /// `KAFKA_BROKERS`: bootstrap servers (`host:port,...`), where the relay publishes the
     /// log. Unset: nothing is published, and projections read the event store's tail.
     pub kafka: Option<KafkaConfig>,
+    /// The live hub's limits (`WS_*`, docs/live.md).
+    pub live: LiveConfig,
+}
+
+/// The live hub's limits: what one process gives its WebSocket clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// `WS_MAX_CONNECTIONS`: open WebSockets per process; one more is refused with 503
+    /// (default 10000; 0: this process serves no WebSockets).
+    pub max_connections: usize,
+    /// `WS_MAX_SUBSCRIPTIONS`: lots one connection may follow (default 100).
+    pub max_subscriptions: usize,
+    /// `WS_BUFFER_MESSAGES`: messages waiting for one client; a client that lets more pile up
+    /// is closed with 4002 (default 256).
+    pub buffer: usize,
+    /// `WS_PING_SECONDS`: how often the server pings each client (default 20).
+    pub ping_interval: Duration,
+    /// `WS_IDLE_SECONDS`: a client that sends nothing, pongs included, for this long is
+    /// closed with 4003 (default 60).
+    pub idle_timeout: Duration,
+    /// `WS_CATCH_UP_POSITIONS`: how far back in the log (in positions) a reconnecting client
+    /// may ask to catch up from; further back it is told to resync (default 10000).
+    pub catch_up_positions: i64,
+    /// `WS_SEND_BUFFER_BYTES`: the kernel send buffer (`SO_SNDBUF`) of every connection the
+    /// server accepts. Unset: the kernel's autotuning, up to `net.ipv4.tcp_wmem`'s maximum
+    /// (4 MiB by default), which is what a client that stops reading can hold before the
+    /// hub's buffer fills and drops it.
+    pub send_buffer: Option<usize>,
 }
 
 /// Where and how events are published.
@@ -334,7 +362,61 @@ impl Config {
                     },
                 }),
             },
+            live: LiveConfig::from_lookup(&get)?,
         })
+    }
+}
+
+impl LiveConfig {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str, default: u64, range| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(within(
+                parse(get, name, default)?,
+                name,
+                range,
+            )?))
+        };
+        let live = Self {
+            max_connections: within(
+                parse(get, "WS_MAX_CONNECTIONS", 10_000)?,
+                "WS_MAX_CONNECTIONS",
+                0..=1_000_000,
+            )?,
+            max_subscriptions: within(
+                parse(get, "WS_MAX_SUBSCRIPTIONS", 100)?,
+                "WS_MAX_SUBSCRIPTIONS",
+                1..=10_000,
+            )?,
+            buffer: within(
+                parse(get, "WS_BUFFER_MESSAGES", 256)?,
+                "WS_BUFFER_MESSAGES",
+                1..=100_000,
+            )?,
+            ping_interval: seconds("WS_PING_SECONDS", 20, 1..=3600)?,
+            idle_timeout: seconds("WS_IDLE_SECONDS", 60, 1..=86_400)?,
+            catch_up_positions: within(
+                parse(get, "WS_CATCH_UP_POSITIONS", 10_000)?,
+                "WS_CATCH_UP_POSITIONS",
+                0..=10_000_000,
+            )?,
+            send_buffer: match get("WS_SEND_BUFFER_BYTES") {
+                None => None,
+                Some(_) => Some(within(
+                    parse(get, "WS_SEND_BUFFER_BYTES", 0)?,
+                    "WS_SEND_BUFFER_BYTES",
+                    4096..=64 << 20,
+                )?),
+            },
+        };
+        if live.idle_timeout <= live.ping_interval {
+            return Err(ConfigError {
+                name: "WS_IDLE_SECONDS",
+                reason: "must be longer than WS_PING_SECONDS, or every client times out between \
+                         two pings"
+                    .into(),
+            });
+        }
+        Ok(live)
     }
 }
 
@@ -395,6 +477,15 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.booking_hold, chrono::Duration::minutes(15));
         assert!(c.kafka.is_none(), "no Kafka unless configured");
+        assert_eq!(c.live.max_connections, 10_000);
+        assert_eq!(c.live.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_idle_timeout_shorter_than_the_pings_is_refused() {
+        let e = config(&[("WS_PING_SECONDS", "30"), ("WS_IDLE_SECONDS", "30")]).unwrap_err();
+        assert_eq!(e.name, "WS_IDLE_SECONDS");
+        assert!(config(&[("WS_PING_SECONDS", "1"), ("WS_IDLE_SECONDS", "2")]).is_ok());
     }
 
     #[test]

@@ -168,6 +168,42 @@ pub async fn read_between(
     .await
 }
 
+/// Every event of the streams `ids` of `aggregate_type` numbered up to `up_to`, stream by
+/// stream, each in sequence order (to fold them into their states at each event).
+pub async fn read_streams<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    aggregate_type: &str,
+    ids: &[String],
+    up_to: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        select_logged_events!(),
+        " WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND global_position <= $3
+              ORDER BY aggregate_id, sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(ids)
+    .bind(up_to)
+    .fetch_all(db)
+    .await
+}
+
+/// Which of the streams `ids` of `aggregate_type` exist (have recorded an event).
+pub async fn existing_streams<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    aggregate_type: &str,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT aggregate_id FROM events
+          WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND sequence = 1",
+    )
+    .bind(aggregate_type)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
 /// The log's head as the database has it now, read on `db` (a pool, or a connection that has
 /// other work to do in the same session).
 pub async fn recorded_head<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<i64, sqlx::Error> {

@@ -52,9 +52,7 @@ pub(crate) fn aggregate_uuid<A: Aggregate>(
 
 /// When the event happened, as recorded in its metadata by the command layer. Never "now":
 /// a rebuild must give the same rows as the live run.
-pub(crate) fn occurred_at<A: Aggregate>(
-    event: &EventEnvelope<A>,
-) -> Result<DateTime<Utc>, sqlx::Error> {
+pub fn occurred_at<A: Aggregate>(event: &EventEnvelope<A>) -> Result<DateTime<Utc>, sqlx::Error> {
     let raw = event.metadata.get("occurred_at").ok_or_else(|| {
         sqlx::Error::Decode(
             format!(

@@ -215,6 +215,21 @@ pub async fn get(
     query.build_query_as().fetch_optional(pool).await
 }
 
+/// The lots of `ids` that the read model has, in no particular order.
+pub async fn many(
+    pool: &PgPool,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<LotView>, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_lots())
+        .push(" WHERE l.id = ANY(")
+        .push_bind(ids)
+        .push(")");
+    query.build_query_as().fetch_all(pool).await
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct LotFilter {
     pub city: Option<String>,

@@ -190,6 +190,21 @@ pub async fn get(
     query.build_query_as().fetch_optional(pool).await
 }
 
+/// The slots of `ids` that the read model has, in no particular order.
+pub async fn many(
+    pool: &PgPool,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<SlotView>, sqlx::Error> {
+    let mut query = with_clock(now);
+    query
+        .push(select_slots())
+        .push(" WHERE s.id = ANY(")
+        .push_bind(ids)
+        .push(")");
+    query.build_query_as().fetch_all(pool).await
+}
+
 /// Which of a lot's slots are free for a whole range.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Availability {

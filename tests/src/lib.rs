@@ -11,6 +11,7 @@
 pub mod kafka;
 pub mod load;
 pub mod stripe;
+pub mod ws;
 
 use std::collections::HashMap;
 
@@ -126,16 +127,22 @@ async fn spawn_node(database_url: String, settings: &[(&'static str, &str)]) -> 
 }
 
 impl TestApp {
-    /// The value of a counter or gauge on the server's `/metrics` (without labels).
+    /// The value of a counter or gauge on the server's `/metrics` (`name` with its labels, if
+    /// it has any: `name{label="value"}`).
     pub async fn metric(&self, name: &str) -> u64 {
+        self.metric_if_any(name)
+            .await
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    /// [`TestApp::metric`], or `None` while the server has not reported it (a label set
+    /// appears when first counted).
+    pub async fn metric_if_any(&self, name: &str) -> Option<u64> {
         let url = format!("{}/metrics", self.address);
         let text = self.client.get(url).send().await.unwrap().text().await;
         let text = text.unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")))?;
+        Some(line.rsplit(' ').next().unwrap().parse().unwrap())
     }
 }
 
@@ -247,10 +254,12 @@ impl ServerProcess {
     /// Starts `parking-api serve` (built next to the tests) on a free port and waits until it
     /// answers `/health`.
     pub async fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
-        let binary = std::env::current_exe()
-            .ok()
-            .and_then(|test| Some(test.parent()?.parent()?.join("parking-api")))
-            .filter(|path| path.exists())
+        // Next to a benchmark's binary (`target/release/`), or above a test's
+        // (`target/debug/deps/`).
+        let exe = std::env::current_exe().expect("the running executable");
+        let binary = (exe.ancestors().skip(1).take(2))
+            .map(|dir| dir.join("parking-api"))
+            .find(|path| path.exists())
             .expect(
                 "parking-api is built with the workspace's tests (cargo nextest run --workspace)",
             );
@@ -298,9 +307,35 @@ impl ServerProcess {
         }
     }
 
+    /// The process id (to read its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// What the process wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as an orchestrator stops a container; waits (at most `patience`) for the
+    /// process to exit and returns whether it exited successfully.
+    pub fn terminate(&mut self, patience: std::time::Duration) -> bool {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            if let Some(exit) = self.process.try_wait().expect("wait for parking-api") {
+                return exit.success();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "parking-api still runs {patience:?} after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL: no shutdown of any kind.

@@ -63,6 +63,7 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /health",
         "GET /ready",
         "GET /metrics",
+        "GET /ws",
         "POST /api/v1/auth/register",
         "POST /api/v1/auth/login",
         "GET /api/v1/auth/me",
@@ -95,6 +96,18 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
     .map(|s| s.to_string())
     .collect();
     assert_eq!(operations, expected);
+    // The WebSocket's messages have their schemas.
+    let upgrade = &doc.body["paths"]["/ws"]["get"]["responses"]["101"];
+    assert!(
+        upgrade["content"]["application/json"]["schema"].is_object(),
+        "{upgrade}"
+    );
+    for schema in ["ServerMessage", "SlotMessage", "BookingMessage", "Resync"] {
+        assert!(
+            doc.body["components"]["schemas"][schema].is_object(),
+            "{schema}"
+        );
+    }
     // Read-your-writes is documented where it applies.
     let get_lot = &doc.body["paths"]["/api/v1/lots/{lot_id}"]["get"];
     assert!(

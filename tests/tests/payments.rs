@@ -811,3 +811,65 @@ async fn a_success_whose_confirmation_a_crash_cut_off_is_settled_by_the_sweep() 
     .unwrap();
     assert_eq!(confirmed_by, payment_id.to_string());
 }
+
+/// The driver's socket follows the payment and the booking it confirms, without asking; the
+/// client secret stays out of it.
+#[tokio::test]
+async fn the_driver_is_told_over_the_websocket_as_the_payment_goes_through() {
+    use parking_tests::ws::{Connect, Socket};
+    let paying = paying_app(&[]).await;
+    let scene = paying.scene(3).await;
+    let patience = Duration::from_secs(15);
+    let mut socket = Socket::open(
+        &paying.app.address,
+        Connect {
+            token: Some(&scene.driver),
+            ..Connect::default()
+        },
+    )
+    .await;
+    assert_eq!(socket.next(patience).await["type"], "connected");
+
+    let payment_id = paying.paid(&scene.driver, scene.booking_id).await;
+    let mut seen = Vec::new();
+    while !seen.contains(&"BookingConfirmed".to_owned()) {
+        let message = socket.next_event(patience).await;
+        assert!(message.get("client_secret").is_none(), "{message}");
+        let kind = message["type"].as_str().unwrap().to_owned();
+        if kind == "BookingCreated" {
+            // Made just before the socket opened; the hub may not have sent it yet then.
+            continue;
+        }
+        if let Some(payment) = message.get("payment") {
+            assert_eq!(uuid(&payment["payment_id"]), payment_id);
+            assert_eq!(payment["client_secret"], Value::Null, "{message}");
+            let status = payment["status"].as_str().unwrap();
+            match kind.as_str() {
+                "PaymentOpened" | "PaymentIntentCreated" => assert_eq!(status, "requires_payment"),
+                "PaymentSucceeded" => {
+                    assert_eq!(status, "succeeded");
+                    assert_eq!(payment["received_cents"], payment["amount_cents"]);
+                }
+                other => panic!("unexpected {other}: {message}"),
+            }
+        } else {
+            assert_eq!(
+                uuid(&message["booking"]["id"]),
+                scene.booking_id,
+                "{message}"
+            );
+            assert_eq!(kind, "BookingConfirmed");
+            assert_eq!(message["booking"]["status"], "confirmed");
+        }
+        seen.push(kind);
+    }
+    assert_eq!(
+        seen,
+        [
+            "PaymentOpened",
+            "PaymentIntentCreated",
+            "PaymentSucceeded",
+            "BookingConfirmed"
+        ]
+    );
+}

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bookings;
 pub mod cameras;
 pub mod health;
+pub mod live;
 pub mod lots;
 pub mod metrics;
 pub mod payments;

@@ -74,7 +74,7 @@ fn payment_status_schema() -> utoipa::openapi::Object {
 }
 
 impl PaymentView {
-    fn of(payment_id: Uuid, payment: PaymentState, viewer: Uuid) -> Self {
+    pub(crate) fn of(payment_id: Uuid, payment: PaymentState, viewer: Uuid) -> Self {
         let status = payment.status();
         let (refunded, refundable) = (payment.refunded(), payment.refundable());
         Self {
