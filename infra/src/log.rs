@@ -178,7 +178,11 @@ pub async fn read_streams<'c>(
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_logged_events!(),
-        " WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND global_position <= $3
+        // An event not numbered yet is beyond `up_to`. (Written as a COALESCE, the bound also
+        // keeps the planner on the primary key: a bare `global_position <= $3` made it
+        // intersect that with a scan of the whole log's position index.)
+        " WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
+                AND COALESCE(global_position, $3 + 1) <= $3
               ORDER BY aggregate_id, sequence"
     ))
     .bind(aggregate_type)

@@ -1,7 +1,6 @@
 //! One WebSocket connection: the client's requests and replies, its messages from the hub,
 //! heartbeats, and the reasons it ends.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +9,11 @@ use bytestring::ByteString;
 use futures::SinkExt;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::messages::{Connected, ErrorMessage, Resync, Subscribed, Unsubscribed};
-use super::{Close, Hub, Joined, Kick, Missed, Note, Topic};
+use super::{Close, Hub, Inbox, Joined, Missed, Note, Topic};
 
 /// The largest client message accepted; a larger frame closes the connection with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
@@ -48,7 +46,7 @@ enum End {
 enum Turn {
     End(End),
     Frame(Option<Result<Message, ProtocolError>>),
-    Note(Note),
+    Note(Arc<Note>),
     Ping,
 }
 
@@ -78,32 +76,23 @@ pub(crate) async fn serve(connection: Connection, session: Session, stream: Mess
     } = connection;
     let Joined {
         id,
-        buffer,
-        kick,
+        inbox,
         live_after,
         missed,
     } = joined;
-    let mut topics: HashSet<Topic> = lots.iter().map(|l| Topic::Lot(*l)).collect();
-    topics.insert(Topic::User(user));
     let mut live = Live {
         hub: hub.clone(),
         pool,
         id,
         session,
-        kick,
-        topics,
+        inbox,
         // The hub sends only what follows `live_after`; a client that had more (from a node
         // further ahead) gets nothing twice.
         had_up_to: after.unwrap_or(live_after).max(live_after),
         heard_until: Instant::now() + hub.settings().idle_timeout,
     };
     let end = live
-        .run(
-            stream,
-            buffer,
-            opening(user, &lots, live_after, missed),
-            expires,
-        )
+        .run(stream, opening(user, &lots, live_after, missed), expires)
         .await;
     hub.leave(id);
     let frame = match end {
@@ -126,7 +115,7 @@ pub(crate) async fn serve(connection: Connection, session: Session, stream: Mess
 /// What a connection sends first: what it missed (or `resync`), then `connected`.
 fn opening(user: Uuid, lots: &[Uuid], live_after: i64, missed: Missed) -> Vec<ByteString> {
     let mut texts: Vec<ByteString> = match missed {
-        Missed::Notes(notes) => notes.into_iter().map(|n| n.text).collect(),
+        Missed::Notes(notes) => notes.into_iter().map(|n| n.text.clone()).collect(),
         Missed::TooFarBack => vec![text(&Resync {
             kind: "resync",
             position: live_after,
@@ -156,8 +145,7 @@ struct Live {
     pool: PgPool,
     id: u64,
     session: Session,
-    kick: Arc<Kick>,
-    topics: HashSet<Topic>,
+    inbox: Arc<Inbox>,
     /// The client has every message up to this position.
     had_up_to: i64,
     /// Silent until then, the client is closed (4003).
@@ -168,7 +156,6 @@ impl Live {
     async fn run(
         &mut self,
         mut stream: MessageStream,
-        mut buffer: mpsc::Receiver<Note>,
         opening: Vec<ByteString>,
         expires: Instant,
     ) -> End {
@@ -182,26 +169,30 @@ impl Live {
             Instant::now() + settings.ping_interval,
             settings.ping_interval,
         );
-        let idle = tokio::time::sleep_until(self.heard_until);
-        let expiry = tokio::time::sleep_until(expires);
-        tokio::pin!(idle, expiry);
-        let kick = self.kick.clone();
+        // One timer for both: the client's silence and the token's expiry.
+        let deadline = tokio::time::sleep_until(self.heard_until.min(expires));
+        tokio::pin!(deadline);
+        let inbox = self.inbox.clone();
         loop {
             let turn = tokio::select! {
                 biased;
-                reason = kick.kicked() => Turn::End(End::Close(reason)),
-                () = &mut expiry => Turn::End(End::Close(Close::TokenExpired)),
-                () = &mut idle => Turn::End(End::Close(Close::IdleTimeout)),
+                next = inbox.next() => match next {
+                    Ok(note) => Turn::Note(note),
+                    Err(reason) => Turn::End(End::Close(reason)),
+                },
+                () = &mut deadline => Turn::End(End::Close(if Instant::now() >= expires {
+                    Close::TokenExpired
+                } else {
+                    Close::IdleTimeout
+                })),
                 frame = stream.recv() => Turn::Frame(frame),
-                // `None`: removed from the hub, kicked; the next turn reads the reason.
-                Some(note) = buffer.recv() => Turn::Note(note),
                 _ = ping.tick() => Turn::Ping,
             };
             let step = match turn {
                 Turn::End(end) => Err(end),
                 Turn::Frame(frame) => {
                     self.heard_until = Instant::now() + settings.idle_timeout;
-                    idle.as_mut().reset(self.heard_until);
+                    deadline.as_mut().reset(self.heard_until.min(expires));
                     self.frame(frame).await
                 }
                 Turn::Note(note) => self.deliver(note).await,
@@ -216,14 +207,13 @@ impl Live {
         }
     }
 
-    /// Sends a message from the hub, unless the client has it already or stopped following
-    /// its topic.
-    async fn deliver(&mut self, note: Note) -> Result<(), End> {
+    /// Sends a message from the hub, unless the client has it already.
+    async fn deliver(&mut self, note: Arc<Note>) -> Result<(), End> {
         // (Several messages may share a position: a check-in tells its driver and the lot.)
-        if note.position <= self.had_up_to || !self.topics.contains(&note.topic) {
+        if note.position <= self.had_up_to {
             return Ok(());
         }
-        self.send(note.text).await
+        self.send(note.text.clone()).await
     }
 
     /// Sends one text.
@@ -234,11 +224,11 @@ impl Live {
     }
 
     /// Writes one frame. It waits only while the client does not read what it was sent: a
-    /// kick (the hub's buffer overflowed meanwhile) or the client's silence ends the wait.
+    /// close from the hub (its inbox overflowed meanwhile) or the client's silence ends the wait.
     async fn write(&mut self, message: Message) -> Result<(), End> {
         tokio::select! {
             biased;
-            reason = self.kick.kicked() => Err(End::Close(reason)),
+            reason = self.inbox.closed() => Err(End::Close(reason)),
             written = self.session.send(message) => written.map_err(|_| End::Client),
             () = tokio::time::sleep_until(self.heard_until) => Err(End::Close(Close::IdleTimeout)),
         }
@@ -297,7 +287,6 @@ impl Live {
         match request {
             Request::Unsubscribe(topic) => {
                 self.hub.unsubscribe(self.id, lot);
-                self.topics.remove(&Topic::Lot(lot));
                 text(&Unsubscribed {
                     kind: "unsubscribed",
                     topic,
@@ -334,7 +323,6 @@ impl Live {
                         Some(topic),
                     ));
                 };
-                self.topics.insert(Topic::Lot(lot));
                 text(&Subscribed {
                     kind: "subscribed",
                     topic,

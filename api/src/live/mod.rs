@@ -11,7 +11,7 @@ mod connection;
 pub mod messages;
 mod render;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -21,16 +21,21 @@ use parking_infra::config::LiveConfig;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 pub(crate) use connection::{serve, Connection, MAX_CLIENT_MESSAGE};
 
 use crate::state::AppState;
 
-/// The least time between two reads of the log: what arrives meanwhile is read, rendered and
-/// sent as one batch (fewer queries under load; at most this much added latency).
+/// The least time between the starts of two batches: what arrives meanwhile is read, rendered
+/// and sent as one batch (at most this much added latency).
 const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Under load, a batch starts no sooner than this many times the last one took after its
+/// start: the hub keeps to about a fifth of the time (its queries, the database's share), and
+/// its batches grow instead.
+const BATCH_SPACING: u32 = 5;
 
 /// Events read from the log at a time.
 const BATCH_EVENTS: i64 = 1000;
@@ -111,28 +116,69 @@ impl Close {
     }
 }
 
-/// How the hub tells one connection to close: set once, then woken.
+/// One connection's bounded queue of messages, and how the hub tells it to close. It takes no
+/// memory for messages until one is queued: most connections are idle most of the time.
 #[derive(Default)]
-pub(crate) struct Kick {
-    reason: OnceLock<Close>,
-    notify: Notify,
+pub(crate) struct Inbox {
+    queue: Mutex<VecDeque<Arc<Note>>>,
+    /// Set once: why the hub closes the connection.
+    closing: OnceLock<Close>,
+    /// Woken on a message or a close.
+    wake: Notify,
 }
 
-impl Kick {
-    fn kick(&self, reason: Close) {
-        if self.reason.set(reason).is_ok() {
-            self.notify.notify_one();
+impl Inbox {
+    /// Queues `note` unless `capacity` messages wait already; returns whether it did.
+    fn offer(&self, note: &Arc<Note>, capacity: usize) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= capacity {
+            return false;
+        }
+        queue.push_back(note.clone());
+        drop(queue);
+        self.wake.notify_one();
+        true
+    }
+
+    fn close(&self, reason: Close) {
+        if self.closing.set(reason).is_ok() {
+            self.wake.notify_one();
         }
     }
 
-    /// Waits for the kick; returns its reason.
-    pub(crate) async fn kicked(&self) -> Close {
+    /// The next message, or why the connection is to close (that first).
+    pub(crate) async fn next(&self) -> Result<Arc<Note>, Close> {
         loop {
-            if let Some(reason) = self.reason.get() {
+            if let Some(reason) = self.closing.get() {
+                return Err(*reason);
+            }
+            if let Some(note) = (self.queue.lock().unwrap_or_else(|e| e.into_inner())).pop_front() {
+                return Ok(note);
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Drops the queued messages of `topic`.
+    fn forget(&self, topic: Topic) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.retain(|n| n.topic != topic);
+    }
+
+    /// Waits until the hub closes the connection; returns why.
+    pub(crate) async fn closed(&self) -> Close {
+        loop {
+            if let Some(reason) = self.closing.get() {
                 return *reason;
             }
-            self.notify.notified().await;
+            self.wake.notified().await;
         }
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> Vec<i64> {
+        let queue = self.queue.lock().unwrap();
+        queue.iter().map(|n| n.position).collect()
     }
 }
 
@@ -166,34 +212,35 @@ impl HubMetrics {
 
 /// One open connection, as the hub knows it.
 struct Member {
-    topics: HashSet<Topic>,
-    buffer: mpsc::Sender<Note>,
-    kick: Arc<Kick>,
-    /// Its buffer overflowed during the current hand-out: dropped at its end.
+    /// Its own user topic first, then its lots. (Vectors here and in `followers`: a handful of
+    /// entries each, and an idle connection's bytes count at 10,000 of them.)
+    topics: Vec<Topic>,
+    inbox: Arc<Inbox>,
+    /// Its inbox overflowed during the current hand-out: dropped at its end.
     lagging: bool,
 }
 
 #[derive(Default)]
 struct Registry {
     members: HashMap<u64, Member>,
-    followers: HashMap<Topic, HashSet<u64>>,
+    followers: HashMap<Topic, Vec<u64>>,
     next_id: u64,
     /// Every message up to this position has been handed out.
     sent_up_to: i64,
     /// The messages after `kept_after`, in log order: what a reconnecting client may catch up on.
-    recent: VecDeque<Note>,
+    recent: VecDeque<Arc<Note>>,
     kept_after: i64,
     closing: bool,
 }
 
 impl Registry {
     fn follow(&mut self, id: u64, topic: Topic) {
-        self.followers.entry(topic).or_default().insert(id);
+        self.followers.entry(topic).or_default().push(id);
     }
 
     fn unfollow(&mut self, id: u64, topic: Topic) {
         if let Some(ids) = self.followers.get_mut(&topic) {
-            ids.remove(&id);
+            ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.followers.remove(&topic);
             }
@@ -221,7 +268,7 @@ pub enum Refusal {
 /// What a joining connection missed since the position it asked for.
 pub enum Missed {
     /// The messages after it, of its topics, in order.
-    Notes(Vec<Note>),
+    Notes(Vec<Arc<Note>>),
     /// Further back than the hub keeps: the client reloads over HTTP.
     TooFarBack,
 }
@@ -229,9 +276,8 @@ pub enum Missed {
 /// A connection let in.
 pub(crate) struct Joined {
     pub id: u64,
-    pub buffer: mpsc::Receiver<Note>,
-    pub kick: Arc<Kick>,
-    /// Every message after this position will arrive in `buffer`.
+    pub inbox: Arc<Inbox>,
+    /// Every message after this position will arrive in `inbox`.
     pub live_after: i64,
     pub missed: Missed,
 }
@@ -288,7 +334,7 @@ impl Hub {
         }
         let id = registry.next_id;
         registry.next_id += 1;
-        let topics: HashSet<Topic> = std::iter::once(Topic::User(user))
+        let topics: Vec<Topic> = std::iter::once(Topic::User(user))
             .chain(lots.iter().map(|lot| Topic::Lot(*lot)))
             .collect();
         let missed = match after {
@@ -304,22 +350,19 @@ impl Hub {
         for topic in &topics {
             registry.follow(id, *topic);
         }
-        let (sender, buffer) = mpsc::channel(self.settings.buffer);
-        let kick = Arc::new(Kick::default());
+        let inbox = Arc::new(Inbox::default());
         registry.members.insert(
             id,
             Member {
                 topics,
-                buffer: sender,
-                kick: kick.clone(),
+                inbox: inbox.clone(),
                 lagging: false,
             },
         );
         self.metrics.connections.inc();
         Ok(Joined {
             id,
-            buffer,
-            kick,
+            inbox,
             live_after: registry.sent_up_to,
             missed,
         })
@@ -337,7 +380,7 @@ impl Hub {
             if lots >= self.settings.max_subscriptions {
                 return None;
             }
-            member.topics.insert(topic);
+            member.topics.push(topic);
             registry.follow(id, topic);
         }
         Some(sent_up_to)
@@ -347,7 +390,10 @@ impl Hub {
         let mut registry = self.registry();
         let topic = Topic::Lot(lot);
         if let Some(member) = registry.members.get_mut(&id) {
-            if member.topics.remove(&topic) {
+            if member.topics.contains(&topic) {
+                member.topics.retain(|t| *t != topic);
+                // What was queued for it and not yet written is not sent either.
+                member.inbox.forget(topic);
                 registry.unfollow(id, topic);
             }
         }
@@ -365,7 +411,7 @@ impl Hub {
         let mut registry = self.registry();
         registry.closing = true;
         for member in registry.members.values() {
-            member.kick.kick(Close::GoingAway);
+            member.inbox.close(Close::GoingAway);
         }
     }
 
@@ -381,6 +427,7 @@ impl Hub {
         let registry = &mut *guard;
         let mut lagging = Vec::new();
         for note in notes {
+            let note = Arc::new(note);
             if let Some(ids) = registry.followers.get(&note.topic) {
                 for id in ids {
                     let Some(member) = registry.members.get_mut(id) else {
@@ -389,13 +436,10 @@ impl Hub {
                     if member.lagging {
                         continue;
                     }
-                    if let Err(mpsc::error::TrySendError::Full(_)) =
-                        member.buffer.try_send(note.clone())
-                    {
+                    if !member.inbox.offer(&note, self.settings.buffer) {
                         member.lagging = true;
                         lagging.push(*id);
                     }
-                    // Closed: the connection is ending; it leaves by itself.
                 }
             }
             registry.recent.push_back(note);
@@ -409,7 +453,7 @@ impl Hub {
         }
         for id in lagging {
             if let Some(member) = registry.remove(id) {
-                member.kick.kick(Close::TooSlow);
+                member.inbox.close(Close::TooSlow);
                 self.metrics.connections.dec();
                 self.metrics.dropped(Close::TooSlow);
             }
@@ -437,7 +481,8 @@ pub async fn run(hub: Arc<Hub>, state: Arc<AppState>, mut position: i64) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        tokio::time::sleep_until(began + BATCH_INTERVAL).await;
+        let took = began.elapsed();
+        tokio::time::sleep_until(began + BATCH_INTERVAL.max(took * BATCH_SPACING)).await;
     }
 }
 
@@ -487,7 +532,7 @@ mod tests {
     fn a_connection_gets_its_topics_only() {
         let hub = started(settings(8, 100));
         let (me, lot, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let mut joined = hub.join(me, &[lot], None).unwrap();
+        let joined = hub.join(me, &[lot], None).unwrap();
         assert_eq!(joined.live_after, 10);
         hub.publish(
             vec![
@@ -498,10 +543,12 @@ mod tests {
             ],
             14,
         );
-        let got: Vec<i64> = std::iter::from_fn(|| joined.buffer.try_recv().ok())
-            .map(|n| n.position)
-            .collect();
-        assert_eq!(got, [11, 13]);
+        assert_eq!(joined.inbox.queued(), [11, 13]);
+        // Unsubscribed, what was queued for the lot goes too, and nothing more comes.
+        hub.unsubscribe(joined.id, lot);
+        assert_eq!(joined.inbox.queued(), [13]);
+        hub.publish(vec![note(15, Topic::Lot(lot))], 15);
+        assert_eq!(joined.inbox.queued(), [13]);
     }
 
     #[test]
@@ -528,13 +575,14 @@ mod tests {
         let hub = started(settings(1, 100));
         let lot = Uuid::new_v4();
         let slow = hub.join(Uuid::new_v4(), &[lot], None).unwrap();
-        let mut fast = hub.join(Uuid::new_v4(), &[lot], None).unwrap();
+        let fast = hub.join(Uuid::new_v4(), &[lot], None).unwrap();
         hub.publish(vec![note(11, Topic::Lot(lot))], 11);
-        assert_eq!(fast.buffer.try_recv().unwrap().position, 11);
+        // The fast one reads its message; the slow one does not.
+        assert!(fast.inbox.queue.lock().unwrap().pop_front().is_some());
         hub.publish(vec![note(12, Topic::Lot(lot))], 12);
-        assert_eq!(slow.kick.reason.get(), Some(&Close::TooSlow));
-        assert_eq!(fast.kick.reason.get(), None);
-        assert_eq!(fast.buffer.try_recv().unwrap().position, 12);
+        assert_eq!(slow.inbox.closing.get(), Some(&Close::TooSlow));
+        assert_eq!(fast.inbox.closing.get(), None);
+        assert_eq!(fast.inbox.queued(), [12]);
         assert_eq!(hub.connections(), 1);
     }
 
@@ -550,6 +598,6 @@ mod tests {
         assert_eq!(hub.subscribe(first.id, Uuid::new_v4()), Some(10));
         assert_eq!(hub.subscribe(first.id, Uuid::new_v4()), None);
         hub.shut_down();
-        assert_eq!(first.kick.reason.get(), Some(&Close::GoingAway));
+        assert_eq!(first.inbox.closing.get(), Some(&Close::GoingAway));
     }
 }
