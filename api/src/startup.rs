@@ -111,6 +111,8 @@ impl Application {
             stripe_webhook_secret: config.stripe.as_ref().map(|s| s.webhook_secret.clone()),
             nearby,
             hub: hub.clone(),
+            feed: config.feed.clone(),
+            feed_cache: Default::default(),
         });
         if config.stripe.is_none() {
             tracing::warn!("STRIPE_SECRET_KEY unset: payments answer 503 payments_unavailable");

@@ -34,6 +34,9 @@ pub struct AppState {
     pub stripe_webhook_secret: Option<secrecy::SecretString>,
     /// The live hub behind `GET /ws`.
     pub hub: Arc<crate::live::Hub>,
+    /// The DATEX II feed's publisher (`DATEX2_*`), and its last document.
+    pub feed: parking_infra::config::FeedConfig,
+    pub feed_cache: crate::routes::feeds::FeedCache,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;

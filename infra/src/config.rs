@@ -65,6 +65,19 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// The live hub's limits (`WS_*`, docs/live.md).
     pub live: LiveConfig,
+    /// Who publishes the open occupancy feed (`DATEX2_*`, docs/feeds.md).
+    pub feed: FeedConfig,
+}
+
+/// The publisher named in the DATEX II feed (`publicationCreator`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedConfig {
+    /// `DATEX2_COUNTRY`: the operator's country, ISO 3166-1 alpha-2, lower-case (default `xx`,
+    /// ISO's code for "unknown": set it).
+    pub country: String,
+    /// `DATEX2_NATIONAL_IDENTIFIER`: the operator's identifier as a publisher in that country
+    /// (default `parking-platform`).
+    pub national_identifier: String,
 }
 
 /// The live hub's limits: what one process gives its WebSocket clients.
@@ -363,6 +376,24 @@ impl Config {
                 }),
             },
             live: LiveConfig::from_lookup(&get)?,
+            feed: FeedConfig {
+                country: match get("DATEX2_COUNTRY") {
+                    None => "xx".to_owned(),
+                    Some(raw) => {
+                        let country = raw.trim().to_ascii_lowercase();
+                        if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_lowercase()) {
+                            return Err(ConfigError {
+                                name: "DATEX2_COUNTRY",
+                                reason: format!("expected two letters (ISO 3166-1), got {raw:?}"),
+                            });
+                        }
+                        country
+                    }
+                },
+                national_identifier: get("DATEX2_NATIONAL_IDENTIFIER")
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_else(|| "parking-platform".to_owned()),
+            },
         })
     }
 }
@@ -479,6 +510,15 @@ mod tests {
         assert!(c.kafka.is_none(), "no Kafka unless configured");
         assert_eq!(c.live.max_connections, 10_000);
         assert_eq!(c.live.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_feeds_publisher_is_a_country_and_an_identifier() {
+        let c = config(&[("DATEX2_COUNTRY", " FR ")]).unwrap();
+        assert_eq!(c.feed.country, "fr");
+        assert_eq!(c.feed.national_identifier, "parking-platform");
+        let e = config(&[("DATEX2_COUNTRY", "France")]).unwrap_err();
+        assert_eq!(e.name, "DATEX2_COUNTRY");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bookings;
+pub mod feeds;
 mod live;
 pub mod lots;
 mod model;

@@ -91,6 +91,7 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/payments/{payment_id}",
         "POST /api/v1/payments/{payment_id}/refund",
         "POST /api/v1/payments/webhook",
+        "GET /api/v1/feeds/datex2/parking",
     ]
     .iter()
     .map(|s| s.to_string())

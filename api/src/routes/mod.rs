@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod bookings;
 pub mod cameras;
+pub mod feeds;
 pub mod health;
 pub mod live;
 pub mod lots;
@@ -118,4 +119,5 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(payments::create_intent)
         .service(payments::get)
         .service(payments::refund)
+        .service(feeds::datex2_parking)
 }
