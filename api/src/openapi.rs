@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         (name = "bookings", description = "Bookings of slots and their lifecycle"),
         (name = "payments", description = "Payments through Stripe, its webhook, refunds"),
         (name = "real time", description = "Live changes over a WebSocket"),
+        (name = "reviews", description = "How safe drivers find a lot"),
         (name = "feeds", description = "Open data in standard shapes"),
         (name = "operations", description = "Health and readiness"),
     )

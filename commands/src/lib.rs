@@ -19,6 +19,7 @@ mod lots;
 mod occupancy;
 mod payments;
 mod retry;
+mod reviews;
 mod service;
 mod users;
 
@@ -30,5 +31,6 @@ pub use error::CommandError;
 pub use lots::SlotChanges;
 pub use occupancy::Observation;
 pub use payments::{ProviderNotification, ProviderRefund};
+pub use reviews::Reviewed;
 pub use service::{Commands, Settings};
 pub use users::{password, Credentials, NewUser};

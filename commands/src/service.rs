@@ -5,6 +5,7 @@ use std::sync::Arc;
 use parking_domain::booking::{Booking, BookingPolicy};
 use parking_domain::lot::ParkingLot;
 use parking_domain::payment::Payment;
+use parking_domain::review::Review;
 use parking_domain::slot::Slot;
 use parking_domain::user::{EmailClaim, User};
 use parking_infra::append::AppendTarget;
@@ -34,6 +35,7 @@ pub struct Commands {
     pub(crate) slots: Bus<Slot>,
     pub(crate) bookings: Bus<Booking>,
     pub(crate) payments: Bus<Payment>,
+    pub(crate) reviews: Bus<Review>,
     /// The payment provider; `None`: payments answer 503 `payments_unavailable`.
     pub(crate) stripe: Option<StripeClient>,
     /// Books concurrent requests in shared batches.
@@ -84,6 +86,7 @@ impl Commands {
             users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             payments: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
+            reviews: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
             stripe: None,
             desk: BookingDesk::new(
                 log.clone(),

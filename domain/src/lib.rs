@@ -1,7 +1,7 @@
 //! # parking-domain
 //!
 //! The platform's business rules: aggregates (`User`, `EmailClaim`, `ParkingLot`, `Slot`,
-//! `Booking`, `Payment`), their commands and events, and the value objects they are made of (money in
+//! `Booking`, `Payment`, `Review`), their commands and events, and the value objects they are made of (money in
 //! integer minor units, half-open UTC time ranges, geo points, e-mail addresses).
 //!
 //! This crate must never do I/O: no SQL, no HTTP, no Kafka, no clock. Whatever a rule needs
@@ -15,6 +15,7 @@ pub mod geo;
 pub mod lot;
 pub mod money;
 pub mod payment;
+pub mod review;
 pub mod slot;
 pub mod text;
 pub mod time;

@@ -21,6 +21,7 @@ pub mod log;
 pub mod observations;
 pub mod payments;
 pub mod relay;
+pub mod reviews;
 pub mod stripe;
 pub mod telemetry;
 pub mod upcasting;

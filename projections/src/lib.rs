@@ -16,6 +16,7 @@ pub mod lots;
 mod model;
 pub mod page;
 pub mod rebuild;
+pub mod reviews;
 pub mod runtime;
 pub mod slots;
 pub mod users;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
 use parking_domain::booking::Booking;
 use parking_domain::lot::ParkingLot;
+use parking_domain::review::Review;
 use parking_domain::slot::Slot;
 use parking_domain::user::User;
 
@@ -38,6 +40,7 @@ pub fn all() -> Vec<Box<dyn ReadModel>> {
         projection::<ParkingLot, _>(lots::LotsProjection),
         projection::<Slot, _>(slots::SlotsProjection),
         projection::<Booking, _>(bookings::BookingsProjection),
+        projection::<Review, _>(reviews::ReviewsProjection),
     ]
 }
 

@@ -166,9 +166,11 @@ pub struct LotView {
     pub total_slots: i64,
     /// Slots free right now (not reserved, occupied or out of service).
     pub available_slots: i64,
-    /// Mean of the reviews' overall ratings; `null` until the lot has reviews.
+    /// Mean of the standing reviews' four ratings, 1 to 5; `null` until the lot has reviews.
     pub average_rating: Option<f64>,
-    /// 0..100 from reviews and camera visibility; `null` until there is data.
+    /// 0 to 100: `average_rating` on that scale (1 is 0, 5 is 100), one decimal; `null` until
+    /// the lot has reviews. (Camera lighting scores will join it once the vision worker
+    /// reports them.)
     pub safety_score: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -191,14 +193,18 @@ fn select_lots() -> String {
         "SELECT l.id, l.owner_id, l.name, l.address, l.city, l.latitude, l.longitude,
                 l.hourly_rate_cents, l.daily_cap_cents, l.currency, l.description, l.camera_url,
                 l.is_active, COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
-                NULL::double precision AS average_rating, NULL::double precision AS safety_score,
+                {average} AS average_rating,
+                round((({average} - 1) * 25)::numeric, 1)::float8 AS safety_score,
                 l.created_at, l.updated_at
            FROM rm_lots l
+           LEFT JOIN rm_lot_ratings lr ON lr.lot_id = l.id
            LEFT JOIN LATERAL (
                 SELECT count(*) AS total, count(*) FILTER (WHERE ({status}) = 'free') AS available
                   FROM rm_slots_live s WHERE s.lot_id = l.id
            ) c ON true",
-        status = STATUS_SQL
+        status = STATUS_SQL,
+        average = "((lr.safety + lr.lighting + lr.security + lr.cleanliness)::float8
+                     / NULLIF(4 * lr.reviews, 0))"
     )
 }
 

@@ -385,6 +385,9 @@ pub async fn read_model_rows(db: &PgPool) -> Vec<(String, Value)> {
         "rm_slots",
         "rm_slot_service",
         "rm_bookings",
+        "rm_reviews",
+        "rm_review_history",
+        "rm_lot_ratings",
     ] {
         let rows: Value = sqlx::query_scalar(&format!(
             "SELECT COALESCE(json_agg(row_to_json(t) ORDER BY row_to_json(t)::text), '[]'::json) FROM {table} t"

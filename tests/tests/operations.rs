@@ -92,6 +92,10 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "POST /api/v1/payments/{payment_id}/refund",
         "POST /api/v1/payments/webhook",
         "GET /api/v1/feeds/datex2/parking",
+        "POST /api/v1/lots/{lot_id}/reviews",
+        "GET /api/v1/lots/{lot_id}/reviews",
+        "GET /api/v1/lots/{lot_id}/safety",
+        "DELETE /api/v1/lots/{lot_id}/reviews/{review_id}",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -152,6 +152,14 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
         (kept.status.as_u16(), cancelled.status.as_u16()),
         (201, 201)
     );
+    // A review, revised: a row in each reviews table.
+    let reviews = format!("/api/v1/lots/{}/reviews", fx.lot_id);
+    for rating in [4, 2] {
+        let body = json!({"safety_rating": rating, "lighting_rating": 3, "security_rating": 5,
+                          "cleanliness_rating": 1, "comment": "fine"});
+        let reviewed = app.post(&reviews, Some(&driver), body).await;
+        assert!(reviewed.status.is_success(), "{reviewed:?}");
+    }
     let live = read_model_rows(&app.db).await;
 
     // Rebuild every read model from history into fresh tables and swap them in, while the

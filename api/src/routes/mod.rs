@@ -9,6 +9,7 @@ pub mod live;
 pub mod lots;
 pub mod metrics;
 pub mod payments;
+pub mod reviews;
 pub mod slots;
 
 use actix_web::http::header::{HeaderValue, LOCATION};
@@ -119,5 +120,9 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(payments::create_intent)
         .service(payments::get)
         .service(payments::refund)
+        .service(reviews::submit)
+        .service(reviews::history)
+        .service(reviews::safety)
+        .service(reviews::remove)
         .service(feeds::datex2_parking)
 }
