@@ -1,7 +1,8 @@
 //! Lots and their slots.
 
-use parking_domain::lot::{LotChanges, LotCommand, LotDetails, ParkingLot, SlotType};
+use parking_domain::lot::{LotChanges, LotCommand, LotDetails, LotError, ParkingLot, SlotType};
 use parking_domain::slot::{Slot, SlotCommand};
+use parking_domain::time::TimeZone;
 use parking_domain::Violation;
 use uuid::Uuid;
 
@@ -10,6 +11,18 @@ use crate::error::CommandError;
 use crate::service::Commands;
 
 impl Commands {
+    /// Whether the database knows `zone`: the same zone list that will count the lot's days.
+    async fn known_time_zone(&self, zone: &TimeZone) -> Result<(), CommandError> {
+        let known = parking_infra::db::time_zone_known(self.log.pool(), zone.as_str())
+            .await
+            .map_err(|e| CommandError::Infrastructure(e.into()))?;
+        if known {
+            Ok(())
+        } else {
+            Err(LotError::UnknownTimeZone(zone.as_str().to_owned()).into())
+        }
+    }
+
     #[tracing::instrument(skip_all)]
     pub async fn register_lot(
         &self,
@@ -30,6 +43,7 @@ impl Commands {
                 return if same { Ok(lot_id) } else { Err(key_reused()) };
             }
         }
+        self.known_time_zone(&details.time_zone).await?;
         let command = LotCommand::Register { actor, details };
         self.lots
             .execute_new(&lot_id.to_string(), command, ctx)
@@ -44,6 +58,9 @@ impl Commands {
         lot_id: Uuid,
         changes: LotChanges,
     ) -> Result<(), CommandError> {
+        if let Some(zone) = &changes.time_zone {
+            self.known_time_zone(zone).await?;
+        }
         let command = LotCommand::Update {
             actor: actor(ctx)?,
             changes,

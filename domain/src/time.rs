@@ -55,9 +55,84 @@ impl TimeRange {
     }
 }
 
+/// An IANA time zone name (`Europe/Paris`, `UTC`): the calendar a lot's days are counted in.
+/// Its form is checked here; that the zone exists is checked against the database's list of
+/// zones when a lot is registered or changed (`Commands::register_lot`, `update_lot`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone(String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a time zone is an IANA name such as Europe/Paris or UTC")]
+pub struct InvalidTimeZone;
+
+impl TimeZone {
+    pub fn utc() -> Self {
+        Self("UTC".to_owned())
+    }
+
+    /// Trimmed; 1 to 64 letters, digits and `/ _ + -`, in `/`-separated non-empty parts.
+    pub fn parse(raw: &str) -> Result<Self, InvalidTimeZone> {
+        let name = raw.trim();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '-');
+        let well_formed = (1..=64).contains(&name.len())
+            && name.chars().all(allowed)
+            && name.split('/').all(|part| !part.is_empty());
+        well_formed
+            .then(|| Self(name.to_owned()))
+            .ok_or(InvalidTimeZone)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        Self::utc()
+    }
+}
+
+impl TryFrom<String> for TimeZone {
+    type Error = InvalidTimeZone;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(zone: TimeZone) -> Self {
+        zone.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zones_are_iana_names() {
+        use super::TimeZone;
+        assert_eq!(
+            TimeZone::parse(" Europe/Paris ").unwrap().as_str(),
+            "Europe/Paris"
+        );
+        assert_eq!(TimeZone::default().as_str(), "UTC");
+        for good in ["UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+5"] {
+            assert!(TimeZone::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Europe/",
+            "/Paris",
+            "Europe//Paris",
+            "Europe/Par is",
+            "../etc",
+        ] {
+            assert_eq!(TimeZone::parse(bad), Err(InvalidTimeZone), "{bad}");
+        }
+    }
     use chrono::TimeZone;
     use proptest::prelude::*;
 

@@ -86,3 +86,12 @@ pub fn chain_is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// Whether PostgreSQL knows the time zone `name` (`pg_timezone_names`, the IANA database it
+/// converts times with).
+pub async fn time_zone_known(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+}

@@ -43,8 +43,9 @@ impl Projection<ParkingLot> for LotsProjection {
                 sqlx::query(
                     "INSERT INTO rm_lots (id, owner_id, name, address, city, latitude, longitude,
                         hourly_rate_cents, currency, description, camera_url, is_active,
-                        created_at, updated_at, version, daily_cap_cents)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12, $13, $14)
+                        created_at, updated_at, version, daily_cap_cents, time_zone)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, $12, $12, $13, $14,
+                             $15)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
@@ -61,6 +62,7 @@ impl Projection<ParkingLot> for LotsProjection {
                 .bind(at)
                 .bind(version)
                 .bind(d.daily_cap_minor)
+                .bind(d.time_zone.as_str())
                 .execute(db)
                 .await?;
             }
@@ -76,6 +78,7 @@ impl Projection<ParkingLot> for LotsProjection {
                         description = CASE WHEN $10::text IS NULL THEN description ELSE NULLIF($10, '') END,
                         camera_url = CASE WHEN $11::text IS NULL THEN camera_url ELSE NULLIF($11, '') END,
                         daily_cap_cents = CASE WHEN $13::bigint IS NULL THEN daily_cap_cents ELSE NULLIF($13, 0) END,
+                        time_zone = COALESCE($14, time_zone),
                         updated_at = $12, version = $2
                       WHERE id = $1 AND version < $2",
                 )
@@ -92,6 +95,7 @@ impl Projection<ParkingLot> for LotsProjection {
                 .bind(&c.camera_url)
                 .bind(at)
                 .bind(c.daily_cap_minor)
+                .bind(c.time_zone.as_ref().map(|z| z.as_str().to_owned()))
                 .execute(db)
                 .await?;
             }
@@ -163,6 +167,8 @@ pub struct LotView {
     /// Only shown to the lot's owner and admins; `null` for everyone else.
     pub camera_url: Option<String>,
     pub is_active: bool,
+    /// The IANA time zone its days are counted in (`UTC` unless set).
+    pub time_zone: String,
     pub total_slots: i64,
     /// Slots free right now (not reserved, occupied or out of service).
     pub available_slots: i64,
@@ -192,7 +198,7 @@ fn select_lots() -> String {
     format!(
         "SELECT l.id, l.owner_id, l.name, l.address, l.city, l.latitude, l.longitude,
                 l.hourly_rate_cents, l.daily_cap_cents, l.currency, l.description, l.camera_url,
-                l.is_active, COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
+                l.is_active, l.time_zone, COALESCE(c.total, 0) AS total_slots, COALESCE(c.available, 0) AS available_slots,
                 {average} AS average_rating,
                 round((({average} - 1) * 25)::numeric, 1)::float8 AS safety_score,
                 l.created_at, l.updated_at

@@ -367,3 +367,47 @@ async fn camera_urls_are_shown_only_to_the_owner_and_admins() {
         "rtsp://cam:secret@10.0.0.5/stream"
     );
 }
+
+#[tokio::test]
+async fn a_lot_counts_its_days_in_a_time_zone_of_its_own() {
+    let app = spawn_app().await;
+    let (token, _) = app.signed_in("parking_owner").await;
+    let plain = app.post("/api/v1/lots", Some(&token), app.lot_body()).await;
+    assert_eq!(plain.body["time_zone"], "UTC", "{plain:?}");
+
+    let mut body = app.lot_body();
+    body["time_zone"] = json!("America/Argentina/Buenos_Aires");
+    let zoned = app.post("/api/v1/lots", Some(&token), body).await;
+    assert_eq!(zoned.status, StatusCode::CREATED, "{zoned:?}");
+    let read = app.get(&format!("/api/v1/lots/{}", zoned.id()), None).await;
+    assert_eq!(read.body["time_zone"], "America/Argentina/Buenos_Aires");
+
+    // Malformed, or well formed but unknown to the database: 422, nothing recorded.
+    for zone in ["Paris, France", "Mars/Olympus_Mons"] {
+        let mut body = app.lot_body();
+        body["time_zone"] = json!(zone);
+        let refused = app.post("/api/v1/lots", Some(&token), body).await;
+        refused.assert_problem(422, "invalid_time_zone");
+    }
+    let path = format!("/api/v1/lots/{}", plain.id());
+    let moved = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"time_zone": "Asia/Tokyo"})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
+    assert_eq!(moved.body["time_zone"], "Asia/Tokyo");
+    let refused = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"time_zone": "Nowhere/Land"})),
+        )
+        .await;
+    refused.assert_problem(422, "invalid_time_zone");
+    assert_eq!(app.get(&path, None).await.body["time_zone"], "Asia/Tokyo");
+}

@@ -4,6 +4,7 @@ use actix_web::{delete, get, patch, post, web, HttpResponse};
 use parking_domain::geo::GeoPoint;
 use parking_domain::lot::{LotChanges, LotDetails};
 use parking_domain::money::{Currency, Money};
+use parking_domain::time::TimeZone;
 use parking_domain::Actor;
 use parking_projections::lots::{self, LotFilter, LotView, NearbyLot};
 use parking_projections::Page;
@@ -35,6 +36,8 @@ pub struct CreateLotRequest {
     pub currency: String,
     pub description: Option<String>,
     pub camera_url: Option<String>,
+    /// The IANA time zone the lot's days are counted in (`Europe/Paris`); `UTC` when absent.
+    pub time_zone: Option<String>,
 }
 
 /// Every field optional; `latitude` and `longitude` go together. An empty `description` or
@@ -52,6 +55,8 @@ pub struct UpdateLotRequest {
     pub currency: Option<String>,
     pub description: Option<String>,
     pub camera_url: Option<String>,
+    /// An IANA time zone name.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -99,7 +104,7 @@ async fn written_lot(state: &State, lot_id: Uuid, viewer: &Actor) -> ApiResult<L
     responses(
         (status = 201, description = "Registered", body = LotView),
         (status = 401, body = Problem), (status = 403, description = "Not a parking owner or admin", body = Problem),
-        (status = 422, description = "Invalid coordinates, rate, currency or text", body = Problem),
+        (status = 422, description = "Invalid coordinates, rate, currency, text or time zone (`invalid_time_zone`)", body = Problem),
     )
 )]
 #[post("/lots")]
@@ -121,6 +126,12 @@ pub async fn create(
         daily_cap_minor: b.daily_cap_cents,
         description: b.description,
         camera_url: b.camera_url,
+        time_zone: b
+            .time_zone
+            .as_deref()
+            .map(time_zone)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let ctx = state.context(Some(caller.0), &meta);
     let lot_id = state.commands.register_lot(&ctx, details).await?;
@@ -215,6 +226,7 @@ pub async fn update(
         currency: b.currency.as_deref().map(currency).transpose()?,
         description: b.description,
         camera_url: b.camera_url,
+        time_zone: b.time_zone.as_deref().map(time_zone).transpose()?,
     };
     let ctx = state.context(Some(caller.0), &meta);
     state.commands.update_lot(&ctx, lot_id, changes).await?;
@@ -300,4 +312,8 @@ pub async fn nearby(
         lot: near.lot.for_viewer(viewer.0.as_ref()),
         ..near
     })))
+}
+
+fn time_zone(raw: &str) -> Result<TimeZone, ApiError> {
+    TimeZone::parse(raw).map_err(|e| ApiError::invalid("invalid_time_zone", e.to_string()))
 }

@@ -211,6 +211,7 @@ mod tests {
                     daily_cap_minor: None,
                     description: None,
                     camera_url: None,
+                    time_zone: Default::default(),
                 },
             },
             LotEvent::SlotAdded {

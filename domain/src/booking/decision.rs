@@ -208,6 +208,7 @@ mod tests {
                 daily_cap_minor: None,
                 description: None,
                 camera_url: None,
+                time_zone: Default::default(),
             },
         }
     }

@@ -38,6 +38,8 @@ pub enum LotError {
     SlotOfAnotherLot(Uuid),
     #[error("no such camera")]
     UnknownCamera,
+    #[error("unknown time zone {0:?}: use an IANA name such as Europe/Paris or UTC")]
+    UnknownTimeZone(String),
     #[error(transparent)]
     Camera(#[from] CameraError),
 }
@@ -56,6 +58,7 @@ impl RuleError for LotError {
             LotError::DuplicateLabel(_) => "duplicate_slot_label",
             LotError::SlotOfAnotherLot(_) => "slot_not_in_lot",
             LotError::UnknownCamera => "camera_not_found",
+            LotError::UnknownTimeZone(_) => "invalid_time_zone",
             LotError::Camera(CameraError::BadStreamUrl) => "invalid_stream_url",
             LotError::Camera(CameraError::BadPolygon { .. }) => "invalid_polygon",
             LotError::Camera(CameraError::DuplicateSlot(_)) => "duplicate_camera_slot",
@@ -73,6 +76,7 @@ impl RuleError for LotError {
             | LotError::NegativeRate
             | LotError::BadDailyCap
             | LotError::SlotOfAnotherLot(_)
+            | LotError::UnknownTimeZone(_)
             | LotError::Camera(_) => Violation::Invalid,
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
@@ -381,7 +385,11 @@ impl Aggregate for ParkingLot {
                     daily_cap_minor,
                     description,
                     camera_url,
+                    time_zone,
                 } = changes;
+                if let Some(zone) = time_zone {
+                    d.time_zone = zone;
+                }
                 if let Some(cap) = daily_cap_minor {
                     d.daily_cap_minor = Some(cap).filter(|&cap| cap > 0);
                 }
@@ -487,6 +495,7 @@ mod tests {
             daily_cap_minor: None,
             description: None,
             camera_url: None,
+            time_zone: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@ use super::SlotType;
 use crate::actor::Actor;
 use crate::geo::GeoPoint;
 use crate::money::{Currency, Money};
+use crate::time::TimeZone;
 
 /// Everything that describes a lot to drivers. Validated by construction of its parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,10 @@ pub struct LotDetails {
     pub daily_cap_minor: Option<i64>,
     pub description: Option<String>,
     pub camera_url: Option<String>,
+    /// The calendar the lot's days are counted in (analytics); `UTC` in events recorded before
+    /// lots had one.
+    #[serde(default)]
+    pub time_zone: TimeZone,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -38,6 +43,8 @@ pub struct LotChanges {
     pub description: Option<String>,
     /// `Some("")` clears the camera URL; `None` leaves it.
     pub camera_url: Option<String>,
+    #[serde(default)]
+    pub time_zone: Option<TimeZone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
