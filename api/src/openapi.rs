@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         (name = "real time", description = "Live changes over a WebSocket"),
         (name = "reviews", description = "How safe drivers find a lot"),
         (name = "feeds", description = "Open data in standard shapes"),
+        (name = "analytics", description = "How an owner's lots earn and fill"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

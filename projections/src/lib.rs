@@ -9,6 +9,7 @@
 //! sequence of the last event applied to it, so applying an event twice changes nothing.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod bookings;
 pub mod feeds;
 mod live;
@@ -41,6 +42,7 @@ pub fn all() -> Vec<Box<dyn ReadModel>> {
         projection::<Slot, _>(slots::SlotsProjection),
         projection::<Booking, _>(bookings::BookingsProjection),
         projection::<Review, _>(reviews::ReviewsProjection),
+        Box::new(analytics::AnalyticsProjection),
     ]
 }
 

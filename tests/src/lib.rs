@@ -8,6 +8,7 @@
 //! Each test database is named `parking_test_<uuid>`; `scripts/test.sh` drops them.
 #![forbid(unsafe_code)]
 
+pub mod history;
 pub mod kafka;
 pub mod load;
 pub mod stripe;
@@ -379,23 +380,15 @@ pub async fn assert_read_models_equal_a_rebuild(db: &PgPool) {
 /// Every read-model table, as JSON rows in a stable order.
 pub async fn read_model_rows(db: &PgPool) -> Vec<(String, Value)> {
     let mut all = Vec::new();
-    for table in [
-        "rm_users",
-        "rm_lots",
-        "rm_slots",
-        "rm_slot_service",
-        "rm_bookings",
-        "rm_reviews",
-        "rm_review_history",
-        "rm_lot_ratings",
-    ] {
+    let models = parking_projections::all();
+    for table in models.iter().flat_map(|m| m.tables().iter()) {
         let rows: Value = sqlx::query_scalar(&format!(
             "SELECT COALESCE(json_agg(row_to_json(t) ORDER BY row_to_json(t)::text), '[]'::json) FROM {table} t"
         ))
         .fetch_one(db)
         .await
         .unwrap();
-        all.push((table.to_owned(), rows));
+        all.push((table.to_string(), rows));
     }
     all
 }

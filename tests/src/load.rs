@@ -6,6 +6,22 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use uuid::Uuid;
 
+/// A benchmark's `main`: logs only errors unless `RUST_LOG` says otherwise (per-request logs
+/// would measure the terminal; set before any thread exists), then `run` on a multi-threaded
+/// runtime.
+pub fn bench_main<F>(run: impl FnOnce() -> F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "error");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
 /// A benchmark's numeric setting from the environment (`BENCH_SECONDS`, ...).
 pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

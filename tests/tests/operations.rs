@@ -96,6 +96,9 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/lots/{lot_id}/reviews",
         "GET /api/v1/lots/{lot_id}/safety",
         "DELETE /api/v1/lots/{lot_id}/reviews/{review_id}",
+        "GET /api/v1/analytics/dashboard",
+        "GET /api/v1/analytics/lots/{lot_id}",
+        "GET /api/v1/lots/{lot_id}/forecast",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -152,6 +152,21 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
         (kept.status.as_u16(), cancelled.status.as_u16()),
         (201, 201)
     );
+    // The kept booking's payment, as the webhook records it (no payment provider here).
+    let payment_id = parking_domain::payment::payment_id_for(kept.id());
+    let at = chrono::Utc::now();
+    let money = json!({"minor": 250, "currency": "EUR"});
+    let payment = [
+        json!({"PaymentOpened": {"booking_id": kept.id(), "user_id": uuid::Uuid::new_v4(),
+            "lot_id": fx.lot_id, "lot_owner_id": fx.owner_id, "amount": money, "opened_at": at}}),
+        json!({"PaymentSucceeded": {"intent_id": "pi_1", "charge_id": null, "amount": money,
+            "provider_event_id": "evt_1", "succeeded_at": at}}),
+    ];
+    let mut script = parking_tests::history::Script::default();
+    for payload in payment {
+        script.add("payment", payment_id, at, payload);
+    }
+    script.append(&app.db).await.unwrap();
     // A review, revised: a row in each reviews table.
     let reviews = format!("/api/v1/lots/{}/reviews", fx.lot_id);
     for rating in [4, 2] {

@@ -37,7 +37,9 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// its batches grow instead.
 const BATCH_SPACING: u32 = 5;
 
-/// Events read from the log at a time.
+/// Events read from the log at a time, at most: a batch is also never longer than a
+/// connection's buffer (`WS_BUFFER_MESSAGES`), so that a client that reads its messages as they
+/// come is never dropped for one burst, only for falling behind.
 const BATCH_EVENTS: i64 = 1000;
 
 /// What a message is about, and so who gets it.
@@ -490,7 +492,8 @@ pub async fn run(hub: Arc<Hub>, state: Arc<AppState>, mut position: i64) {
 async fn advance(hub: &Hub, state: &AppState, position: i64) -> Result<i64, render::RenderError> {
     let events = {
         let mut db = state.pool.acquire().await?;
-        parking_infra::log::read_after(&mut db, position, BATCH_EVENTS).await?
+        let limit = BATCH_EVENTS.min(hub.settings().buffer as i64);
+        parking_infra::log::read_after(&mut db, position, limit).await?
     };
     let Some(last) = events.last().map(|e| e.global_position) else {
         return Ok(position);

@@ -1,5 +1,6 @@
 //! Routes, one module per resource.
 
+pub mod analytics;
 pub mod auth;
 pub mod bookings;
 pub mod cameras;
@@ -125,4 +126,7 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(reviews::safety)
         .service(reviews::remove)
         .service(feeds::datex2_parking)
+        .service(analytics::dashboard)
+        .service(analytics::lot)
+        .service(analytics::lot_forecast)
 }

@@ -224,14 +224,7 @@ async fn observations(
 }
 
 fn main() -> anyhow::Result<()> {
-    // Per-request logs would measure the terminal. Set before any thread exists.
-    if std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("RUST_LOG", "error");
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    parking_tests::load::bench_main(run)
 }
 
 async fn run() -> anyhow::Result<()> {
