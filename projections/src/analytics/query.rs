@@ -2,11 +2,12 @@
 //! or for one lot, one row per day. Each lot's window is its own: the last `days` days up to
 //! today in its time zone, today counted up to `now`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use parking_domain::booking::BookingStatus;
 use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -222,14 +223,19 @@ struct TimeRow {
     is_active: bool,
     in_service: i64,
     occupied: i64,
+    /// `[status, bookings, booked microseconds]` per status.
+    bookings: Json<Vec<(String, i64, i64)>>,
+    /// `[currency, captured, refunded]` per currency.
+    revenue: Json<Vec<(String, i64, i64)>>,
 }
 
-/// Slot time per window: the day rows, plus each slot's time since its last change (which
-/// the day rows do not hold yet) within the window.
-const TIME_SQL: &str = "
+/// Per window: slot time (the day rows, plus each slot's time since its last change, which
+/// the day rows do not hold yet, within the window), bookings by status, money by currency.
+const FIGURES_SQL: &str = "
 SELECT b.lot_id, b.from_day, b.to_day, l.name, l.time_zone, l.is_active,
        (COALESCE(closed.in_service, 0) + COALESCE(open.in_service, 0))::int8 AS in_service,
-       (COALESCE(closed.occupied, 0) + COALESCE(open.occupied, 0))::int8 AS occupied
+       (COALESCE(closed.occupied, 0) + COALESCE(open.occupied, 0))::int8 AS occupied,
+       counts.bookings, money.revenue
   FROM bounds b
   JOIN lots l ON l.lot_id = b.lot_id
   LEFT JOIN LATERAL (
@@ -246,73 +252,58 @@ SELECT b.lot_id, b.from_day, b.to_day, l.name, l.time_zone, l.is_active,
                               FROM jsonb_array_elements(s.stays) AS x)
                   END) AS occupied
         FROM rm_analytics_slots s
-       WHERE s.lot_id = b.lot_id AND s.in_service) AS open ON true";
-
-const BOOKINGS_SQL: &str = "
-SELECT b.lot_id, b.from_day, d.status, sum(d.bookings)::int8, sum(d.booked_micros)::int8
-  FROM bounds b
-  JOIN rm_analytics_booking_days d
-    ON d.lot_id = b.lot_id AND d.day BETWEEN b.from_day AND b.to_day
- GROUP BY 1, 2, 3";
-
-const REVENUE_SQL: &str = "
-SELECT b.lot_id, b.from_day, r.currency, sum(r.captured_minor)::int8, sum(r.refunded_minor)::int8
-  FROM bounds b
-  JOIN rm_analytics_revenue r
-    ON r.lot_id = b.lot_id AND r.day BETWEEN b.from_day AND b.to_day
- GROUP BY 1, 2, 3";
-
-type Key = (Uuid, NaiveDate);
+       WHERE s.lot_id = b.lot_id AND s.in_service) AS open ON true
+  LEFT JOIN LATERAL (
+      SELECT COALESCE(json_agg(json_build_array(status, bookings, booked_micros)), '[]')
+                 AS bookings
+        FROM (SELECT d.status, sum(d.bookings)::int8 AS bookings,
+                     sum(d.booked_micros)::int8 AS booked_micros
+                FROM rm_analytics_booking_days d
+               WHERE d.lot_id = b.lot_id AND d.day BETWEEN b.from_day AND b.to_day
+               GROUP BY d.status) AS per_status) AS counts ON true
+  LEFT JOIN LATERAL (
+      SELECT COALESCE(json_agg(json_build_array(currency, captured, refunded)), '[]')
+                 AS revenue
+        FROM (SELECT r.currency, sum(r.captured_minor)::int8 AS captured,
+                     sum(r.refunded_minor)::int8 AS refunded
+                FROM rm_analytics_revenue r
+               WHERE r.lot_id = b.lot_id AND r.day BETWEEN b.from_day AND b.to_day
+               GROUP BY r.currency) AS per_currency) AS money ON true";
 
 /// The windows' rows in order (by lot name, then day), with their sums.
 async fn windows(pool: &PgPool, sel: &Selection) -> Result<Vec<(TimeRow, Sums)>, sqlx::Error> {
-    macro_rules! bound {
-        ($query:expr) => {
-            $query
-                .bind(sel.owner)
-                .bind(sel.lot)
-                .bind(sel.days as i32)
-                .bind(sel.per_day)
-                .bind(sel.now)
-        };
-    }
-    let time: Vec<TimeRow> = bound!(sqlx::query_as(&format!(
-        "{WINDOWS_SQL} {TIME_SQL} ORDER BY l.name, b.lot_id, b.from_day"
-    )))
+    let rows: Vec<TimeRow> = sqlx::query_as(&format!(
+        "{WINDOWS_SQL} {FIGURES_SQL} ORDER BY l.name, b.lot_id, b.from_day"
+    ))
+    .bind(sel.owner)
+    .bind(sel.lot)
+    .bind(sel.days as i32)
+    .bind(sel.per_day)
+    .bind(sel.now)
     .fetch_all(pool)
     .await?;
-    let bookings: Vec<(Uuid, NaiveDate, String, i64, i64)> =
-        bound!(sqlx::query_as(&format!("{WINDOWS_SQL} {BOOKINGS_SQL}")))
-            .fetch_all(pool)
-            .await?;
-    let revenue: Vec<(Uuid, NaiveDate, String, i64, i64)> =
-        bound!(sqlx::query_as(&format!("{WINDOWS_SQL} {REVENUE_SQL}")))
-            .fetch_all(pool)
-            .await?;
-
-    let mut sums: HashMap<Key, Sums> = HashMap::new();
-    for (lot, day, status, count, micros) in bookings {
-        let status = BookingStatus::try_from(status).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        let i = BookingStatus::ALL.iter().position(|s| *s == status);
-        if let Some(i) = i {
-            let entry = &mut sums.entry((lot, day)).or_default().bookings[i];
-            entry.0 += count;
-            entry.1 += micros;
-        }
-    }
-    for (lot, day, currency, captured, refunded) in revenue {
-        let entry = sums.entry((lot, day)).or_default();
-        entry.money.insert(currency, (captured, refunded));
-    }
-    Ok(time
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
-            let mut s = sums.remove(&(row.lot_id, row.from_day)).unwrap_or_default();
-            s.in_service_micros = row.in_service;
-            s.occupied_micros = row.occupied;
-            (row, s)
+            let mut sums = Sums {
+                in_service_micros: row.in_service,
+                occupied_micros: row.occupied,
+                ..Sums::default()
+            };
+            for (status, count, micros) in &row.bookings.0 {
+                let status = BookingStatus::parse(status).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown booking status {status:?}").into())
+                })?;
+                let i = BookingStatus::ALL.iter().position(|s| *s == status);
+                if let Some(i) = i {
+                    sums.bookings[i] = (*count, *micros);
+                }
+            }
+            for (currency, captured, refunded) in &row.revenue.0 {
+                sums.money.insert(currency.clone(), (*captured, *refunded));
+            }
+            Ok((row, sums))
         })
-        .collect())
+        .collect()
 }
 
 fn lot_figures(row: &TimeRow, from: NaiveDate, to: NaiveDate, sums: &Sums) -> LotFigures {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
 use parking_domain::booking::{BookingEvent, BookingStatus};
 use parking_domain::lot::LotEvent;
 use parking_domain::payment::PaymentEvent;
@@ -218,8 +218,7 @@ async fn write(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Error> {
     write_bookings(db, work).await?;
     write_slots(db, work).await?;
     write_payments(db, work).await?;
-    write_days(db, work).await?;
-    write_hours(db, work).await?;
+    write_time(db, work).await?;
     write_revenue(db, work).await
 }
 
@@ -358,72 +357,134 @@ async fn write_payments(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Each interval is cut at its lot's local midnights; pieces of no length add nothing.
-async fn write_days(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Error> {
-    add_intervals(
-        db,
-        work,
-        "INSERT INTO rm_analytics_days AS d (lot_id, day, in_service_micros, occupied_micros)
-         SELECT lot_id, day,
-                COALESCE(sum(micros) FILTER (WHERE NOT occupied), 0),
-                COALESCE(sum(micros) FILTER (WHERE occupied), 0)
-           FROM (SELECT i.lot_id, g::date AS day, i.occupied,
-                        analytics_micros(greatest(i.s, g::timestamp AT TIME ZONE l.time_zone),
-                                         least(i.e, (g + interval '1 day')::timestamp
-                                                        AT TIME ZONE l.time_zone)) AS micros
-                   FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bool[])
-                        AS i(lot_id, s, e, occupied)
-                   JOIN rm_analytics_lots l ON l.lot_id = i.lot_id
-                  CROSS JOIN LATERAL generate_series((i.s AT TIME ZONE l.time_zone)::date,
-                                                     (i.e AT TIME ZONE l.time_zone)::date,
-                                                     interval '1 day') AS g) AS pieces
-          WHERE micros > 0
-          GROUP BY lot_id, day
-         ON CONFLICT (lot_id, day) DO UPDATE SET
-             in_service_micros = d.in_service_micros + EXCLUDED.in_service_micros,
-             occupied_micros = d.occupied_micros + EXCLUDED.occupied_micros",
-    )
-    .await
+/// Slot time per key (a lot and a day, or a lot and an hour): in service, occupied.
+type TimeSums<K> = HashMap<(Uuid, K), (i64, i64)>;
+
+fn add<K: std::hash::Hash + Eq>(
+    sums: &mut TimeSums<K>,
+    key: (Uuid, K),
+    micros: i64,
+    occupied: bool,
+) {
+    if micros > 0 {
+        let entry = sums.entry(key).or_default();
+        if occupied {
+            entry.1 += micros;
+        } else {
+            entry.0 += micros;
+        }
+    }
 }
 
-/// Each interval is cut at the hours (UTC); pieces of no length add nothing.
-async fn write_hours(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Error> {
-    add_intervals(
-        db,
-        work,
-        "INSERT INTO rm_analytics_hours AS h (lot_id, hour, in_service_micros, occupied_micros)
-         SELECT lot_id, hour,
-                COALESCE(sum(micros) FILTER (WHERE NOT occupied), 0),
-                COALESCE(sum(micros) FILTER (WHERE occupied), 0)
-           FROM (SELECT i.lot_id, g AS hour, i.occupied,
-                        analytics_micros(greatest(i.s, g), least(i.e, g + interval '1 hour'))
-                            AS micros
-                   FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bool[])
-                        AS i(lot_id, s, e, occupied)
-                  CROSS JOIN LATERAL generate_series(date_trunc('hour', i.s, 'UTC'), i.e,
-                                                     interval '1 hour') AS g) AS pieces
-          WHERE micros > 0
-          GROUP BY lot_id, hour
-         ON CONFLICT (lot_id, hour) DO UPDATE SET
-             in_service_micros = h.in_service_micros + EXCLUDED.in_service_micros,
-             occupied_micros = h.occupied_micros + EXCLUDED.occupied_micros",
-    )
-    .await
+fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to - from).num_microseconds().unwrap_or(i64::MAX)
 }
 
-/// Runs `sql` with the run's intervals as `$1` lots, `$2` starts, `$3` ends, `$4` occupied.
-async fn add_intervals(db: &mut PgConnection, work: &Work, sql: &str) -> Result<(), sqlx::Error> {
+/// The run's intervals cut at their lots' local midnights (asked of PostgreSQL, which knows
+/// the zones) and at UTC hours, summed per day and per hour, and added to the day and hour
+/// rows. Pieces of no length add nothing, so the rows a run touches do not depend on how the
+/// log was cut into runs.
+async fn write_time(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Error> {
     if work.intervals.is_empty() {
         return Ok(());
     }
-    let all = &work.intervals;
-    sqlx::query(sql)
-        .bind(all.iter().map(|i| i.lot_id).collect::<Vec<_>>())
-        .bind(all.iter().map(|i| i.start).collect::<Vec<_>>())
-        .bind(all.iter().map(|i| i.end).collect::<Vec<_>>())
-        .bind(all.iter().map(|i| i.occupied).collect::<Vec<_>>())
-        .execute(db)
-        .await?;
+    // Each lot's span, then the instants its days start at over that span (one more at the
+    // end, where the last day ends).
+    let mut spans: HashMap<Uuid, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+    for i in &work.intervals {
+        let span = spans.entry(i.lot_id).or_insert((i.start, i.end));
+        span.0 = span.0.min(i.start);
+        span.1 = span.1.max(i.end);
+    }
+    let rows: Vec<(Uuid, NaiveDate, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT l.lot_id, g::date, g::timestamp AT TIME ZONE l.time_zone
+           FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS s(lot_id, s, e)
+           JOIN rm_analytics_lots l ON l.lot_id = s.lot_id,
+                generate_series((s.s AT TIME ZONE l.time_zone)::date,
+                                (s.e AT TIME ZONE l.time_zone)::date + 1, interval '1 day') AS g
+          ORDER BY 1, 2",
+    )
+    .bind(spans.keys().copied().collect::<Vec<_>>())
+    .bind(spans.values().map(|s| s.0).collect::<Vec<_>>())
+    .bind(spans.values().map(|s| s.1).collect::<Vec<_>>())
+    .fetch_all(&mut *db)
+    .await?;
+    let mut midnights: HashMap<Uuid, Vec<(NaiveDate, DateTime<Utc>)>> = HashMap::new();
+    for (lot_id, day, starts) in rows {
+        midnights.entry(lot_id).or_default().push((day, starts));
+    }
+
+    let mut days: TimeSums<NaiveDate> = HashMap::new();
+    let mut hours: TimeSums<DateTime<Utc>> = HashMap::new();
+    for i in &work.intervals {
+        // Days: a lot analytics does not know has no calendar, and no day rows.
+        if let Some(starts) = midnights.get(&i.lot_id) {
+            let first = starts
+                .partition_point(|(_, at)| *at <= i.start)
+                .saturating_sub(1);
+            for pair in starts[first..].windows(2) {
+                let ((day, from), (_, to)) = (pair[0], pair[1]);
+                if from >= i.end {
+                    break;
+                }
+                let piece = micros(i.start.max(from), i.end.min(to));
+                add(&mut days, (i.lot_id, day), piece, i.occupied);
+            }
+        }
+        let mut hour = i
+            .start
+            .duration_trunc(Duration::hours(1))
+            .unwrap_or(i.start);
+        while hour < i.end {
+            let next = hour + Duration::hours(1);
+            let piece = micros(i.start.max(hour), i.end.min(next));
+            add(&mut hours, (i.lot_id, hour), piece, i.occupied);
+            hour = next;
+        }
+    }
+    upsert_time(db, "rm_analytics_days", "day", "date", days).await?;
+    upsert_time(db, "rm_analytics_hours", "hour", "timestamptz", hours).await
+}
+
+/// Adds `sums` to `table`, keyed by lot and `column` (of SQL type `kind`).
+async fn upsert_time<K>(
+    db: &mut PgConnection,
+    table: &str,
+    column: &str,
+    kind: &str,
+    sums: TimeSums<K>,
+) -> Result<(), sqlx::Error>
+where
+    K: for<'q> sqlx::Encode<'q, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + sqlx::postgres::PgHasArrayType
+        + Send,
+{
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let mut lots = Vec::with_capacity(sums.len());
+    let mut keys = Vec::with_capacity(sums.len());
+    let (mut in_service, mut occupied) = (Vec::new(), Vec::new());
+    for ((lot_id, key), (service, taken)) in sums {
+        lots.push(lot_id);
+        keys.push(key);
+        in_service.push(service);
+        occupied.push(taken);
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS t (lot_id, {column}, in_service_micros, occupied_micros)
+         SELECT * FROM unnest($1::uuid[], $2::{kind}[], $3::int8[], $4::int8[])
+         ON CONFLICT (lot_id, {column}) DO UPDATE SET
+             in_service_micros = t.in_service_micros + EXCLUDED.in_service_micros,
+             occupied_micros = t.occupied_micros + EXCLUDED.occupied_micros"
+    ))
+    .bind(lots)
+    .bind(keys)
+    .bind(in_service)
+    .bind(occupied)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

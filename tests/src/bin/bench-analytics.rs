@@ -67,7 +67,8 @@ fn demand(at: DateTime<Utc>) -> f64 {
     (0.04 + day).min(1.0)
 }
 
-/// A year of one lot's slots, added to `script`.
+/// A year of one lot's slots, added to `script` in time order across the slots (as the log
+/// would have it: a lot's slots change side by side).
 fn lot_history(
     script: &mut Script,
     rng: &mut Rng,
@@ -80,39 +81,47 @@ fn lot_history(
     let camera = Uuid::new_v4();
     // Cars per slot-hour at the busiest hour, for this lot.
     let scale = 0.15 + 0.2 * rng.unit();
-    for &slot_id in slots {
+    // When each slot is next looked at: the earliest goes first.
+    let mut next: Vec<DateTime<Utc>> = (slots.iter())
+        .map(|_| from + Duration::minutes(rng.between(0, 60)))
+        .collect();
+    loop {
+        let (i, at) = (next.iter().copied().enumerate())
+            .min_by_key(|(_, at)| *at)
+            .expect("a lot has slots");
+        if at >= to {
+            break;
+        }
+        let slot_id = slots[i];
+        // The next arrival: thinned by the hour's demand, one candidate every 10 minutes.
+        if rng.unit() >= demand(at) * scale / 6.0 {
+            next[i] = at + Duration::minutes(10);
+            continue;
+        }
+        let leave = at + Duration::minutes(rng.between(30, 300));
+        if leave >= to {
+            next[i] = to;
+            continue;
+        }
+        if rng.unit() < 0.0015 {
+            // Out of service for a day instead.
+            let back = (at + Duration::hours(24)).min(to);
+            script.out_of_service(slot_id, owner_id, at, back);
+            next[i] = back;
+            continue;
+        }
         let place = Place {
             lot_id,
             owner_id,
             slot_id,
         };
-        let mut at = from + Duration::minutes(rng.between(0, 60));
-        while at < to {
-            // The next arrival: thinned by the hour's demand, one candidate every 10 minutes.
-            if rng.unit() >= demand(at) * scale / 6.0 {
-                at += Duration::minutes(10);
-                continue;
-            }
-            let stay = Duration::minutes(rng.between(30, 300));
-            let leave = at + stay;
-            if leave >= to {
-                break;
-            }
-            if rng.unit() < 0.0015 {
-                // Out of service for a day instead.
-                let back = at + Duration::hours(24);
-                script.out_of_service(slot_id, owner_id, at, back.min(to));
-                at = back;
-                continue;
-            }
-            if rng.unit() < 0.15 {
-                booked_visit(script, rng, place, at, leave, camera);
-            } else {
-                script.observed(slot_id, at, true, camera);
-                script.observed(slot_id, leave, false, camera);
-            }
-            at = leave + Duration::minutes(rng.between(5, 60));
+        if rng.unit() < 0.15 {
+            booked_visit(script, rng, place, at, leave, camera);
+        } else {
+            script.observed(slot_id, at, true, camera);
+            script.observed(slot_id, leave, false, camera);
         }
+        next[i] = leave + Duration::minutes(rng.between(5, 60));
     }
 }
 
@@ -217,10 +226,16 @@ async fn run() -> anyhow::Result<()> {
 
     // The live projections catch up (the first answer waits for them).
     let began = Instant::now();
-    let caught_up = app
-        .get_at("/api/v1/analytics/dashboard?days=90", Some(&token), head)
-        .await;
-    anyhow::ensure!(caught_up.status == StatusCode::OK, "{caught_up:?}");
+    loop {
+        let caught_up = app
+            .get_at("/api/v1/analytics/dashboard?days=90", Some(&token), head)
+            .await;
+        match caught_up.status {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE if began.elapsed().as_secs() < 1800 => continue,
+            _ => anyhow::bail!("{caught_up:?}"),
+        }
+    }
     println!(
         "live projections caught up {:.1} s after the last append",
         began.elapsed().as_secs_f64()
