@@ -54,14 +54,15 @@ CREATE TABLE rm_analytics_payments
     position   bigint NOT NULL
 );
 
--- Slot time per lot and day: in service, and occupied while in service.
+-- Slot time per lot and day: in service, and occupied while in service. The sums are in the
+-- key's index, so that a window of days is read from the index alone (the dashboard).
 CREATE TABLE rm_analytics_days
 (
     lot_id            uuid   NOT NULL,
     day               date   NOT NULL,
     in_service_micros bigint NOT NULL,
     occupied_micros   bigint NOT NULL,
-    PRIMARY KEY (lot_id, day)
+    PRIMARY KEY (lot_id, day) INCLUDE (in_service_micros, occupied_micros)
 );
 
 -- Slot time per lot and hour (UTC hours): what the forecast's hour-of-week profile is made of.
@@ -82,7 +83,7 @@ CREATE TABLE rm_analytics_booking_days
     status        text   NOT NULL,
     bookings      bigint NOT NULL,
     booked_micros bigint NOT NULL,
-    PRIMARY KEY (lot_id, day, status)
+    PRIMARY KEY (lot_id, day, status) INCLUDE (bookings, booked_micros)
 );
 
 -- Money per lot, day and currency: captured (payments succeeded) and refunded (refunds
@@ -94,7 +95,7 @@ CREATE TABLE rm_analytics_revenue
     currency       text   NOT NULL,
     captured_minor bigint NOT NULL,
     refunded_minor bigint NOT NULL,
-    PRIMARY KEY (lot_id, day, currency)
+    PRIMARY KEY (lot_id, day, currency) INCLUDE (captured_minor, refunded_minor)
 );
 
 -- The microseconds from `from_time` to `to_time`, or 0 if it is not later.

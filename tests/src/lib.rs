@@ -189,18 +189,26 @@ async fn migrated_template(admin: &mut PgConnection, server: &str) -> String {
     parking_infra::db::migrate(&pool)
         .await
         .expect("migrate the template database");
-    // A database is copied, and renamed, only with no one connected to it; a closed pool's
-    // backends may take a moment to go.
+    // A database is copied, and renamed, only with no one connected to it. A closed pool's
+    // backends may take a moment to go, or linger (a connection handed back after the close),
+    // and PostgreSQL waits 5 s for them at each try: the building database is this process's
+    // alone, so whatever is still connected to it is ended first.
     pool.close().await;
     let rename = format!(r#"ALTER DATABASE "{building}" RENAME TO "{name}""#);
-    let mut renamed = sqlx::query(&rename).execute(&mut *admin).await;
-    for _ in 0..100 {
+    let end_lingering = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                          WHERE datname = $1 AND pid <> pg_backend_pid()";
+    let mut renamed = Ok(Default::default());
+    for _ in 0..20 {
+        let _: Result<i64, _> = sqlx::query_scalar(end_lingering)
+            .bind(&building)
+            .fetch_one(&mut *admin)
+            .await;
+        renamed = sqlx::query(&rename).execute(&mut *admin).await;
         let still_in_use = matches!(&renamed, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006"));
         if !still_in_use {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        renamed = sqlx::query(&rename).execute(&mut *admin).await;
     }
     if renamed.is_err() {
         sqlx::query(&format!(r#"DROP DATABASE "{building}" WITH (FORCE)"#))
