@@ -102,3 +102,18 @@ CREATE TABLE rm_analytics_revenue
 CREATE FUNCTION analytics_micros(from_time timestamptz, to_time timestamptz) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN greatest(0, ((extract(epoch FROM to_time) - extract(epoch FROM from_time)) * 1000000)::bigint);
+
+-- The microseconds of [from_time, to_time) that a slot in service spends occupied after its
+-- last change (`counted_to`), as its `rm_analytics_slots` row says: all of them while observed
+-- occupied, otherwise those within its checked-in stays. What the queries add to the day and
+-- hour rows, which hold the time only up to `counted_to`.
+CREATE FUNCTION analytics_open_occupied(counted_to timestamptz, observed boolean, stays jsonb,
+                                        from_time timestamptz, to_time timestamptz) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN CASE
+        WHEN observed THEN analytics_micros(greatest(counted_to, from_time), to_time)
+        ELSE (SELECT COALESCE(sum(analytics_micros(
+                         greatest(counted_to, from_time, (x ->> 'from')::timestamptz),
+                         least(to_time, (x ->> 'until')::timestamptz))), 0)
+                FROM jsonb_array_elements(stays) AS x)
+    END;

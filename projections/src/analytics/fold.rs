@@ -2,7 +2,7 @@
 //! it touches, and the deltas it adds to the day tables. Which calendar day a delta lands on
 //! is left to the database, which knows the lots' time zones (`store.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use parking_domain::booking::{BookingEvent, BookingStatus};
@@ -170,8 +170,6 @@ pub(super) struct PaymentRow {
     pub payment_id: Uuid,
     pub lot_id: Uuid,
     pub position: i64,
-    /// Seen first in this batch: its row is to be inserted.
-    pub new: bool,
 }
 
 /// One decoded event the projection uses.
@@ -201,9 +199,10 @@ pub(super) struct Work {
     pub bookings: HashMap<Uuid, BookingRow>,
     pub payments: HashMap<Uuid, PaymentRow>,
     /// The entities changed, to be written back.
-    pub dirty_lots: Vec<Uuid>,
-    pub dirty_slots: Vec<Uuid>,
-    pub dirty_bookings: Vec<Uuid>,
+    pub dirty_lots: HashSet<Uuid>,
+    pub dirty_slots: HashSet<Uuid>,
+    pub dirty_bookings: HashSet<Uuid>,
+    pub dirty_payments: HashSet<Uuid>,
     pub intervals: Vec<Interval>,
     pub moves: Vec<Move>,
     pub takings: Vec<Takings>,
@@ -230,12 +229,6 @@ fn unseen<T: Applied>(entities: &mut HashMap<Uuid, T>, id: Uuid, position: i64) 
     entities.get_mut(&id).filter(|e| e.position() < position)
 }
 
-fn mark(dirty: &mut Vec<Uuid>, id: Uuid) {
-    if !dirty.contains(&id) {
-        dirty.push(id);
-    }
-}
-
 impl Work {
     /// Applies one event. An event at or before the position its entity has seen was applied
     /// already and changes nothing.
@@ -260,7 +253,7 @@ impl Work {
                     is_active: true,
                     position,
                 });
-                mark(&mut self.dirty_lots, lot_id);
+                self.dirty_lots.insert(lot_id);
             }
             return;
         }
@@ -285,13 +278,13 @@ impl Work {
                         slot.advance(at, &mut self.intervals);
                         slot.in_service = false;
                         slot.position = position;
-                        mark(&mut self.dirty_slots, slot.slot_id);
+                        self.dirty_slots.insert(slot.slot_id);
                     }
                 }
             }
             _ => {}
         }
-        mark(&mut self.dirty_lots, lot_id);
+        self.dirty_lots.insert(lot_id);
     }
 
     fn slot(&mut self, position: i64, slot_id: Uuid, at: DateTime<Utc>, event: &SlotEvent) {
@@ -299,7 +292,7 @@ impl Work {
             self.slots
                 .entry(slot_id)
                 .or_insert_with(|| SlotTime::new(slot_id, *lot_id, at, position));
-            mark(&mut self.dirty_slots, slot_id);
+            self.dirty_slots.insert(slot_id);
             return;
         }
         let Some(slot) = unseen(&mut self.slots, slot_id, position) else {
@@ -325,7 +318,7 @@ impl Work {
             _ => return,
         }
         slot.position = position;
-        mark(&mut self.dirty_slots, slot_id);
+        self.dirty_slots.insert(slot_id);
     }
 
     fn booking(&mut self, position: i64, booking_id: Uuid, event: &BookingEvent) {
@@ -356,7 +349,7 @@ impl Work {
                     micros: row.micros(),
                 });
                 self.bookings.insert(booking_id, row);
-                mark(&mut self.dirty_bookings, booking_id);
+                self.dirty_bookings.insert(booking_id);
             }
             return;
         }
@@ -367,7 +360,7 @@ impl Work {
         let (from, to) = (booking.status, event.status());
         booking.status = to;
         booking.position = position;
-        mark(&mut self.dirty_bookings, booking_id);
+        self.dirty_bookings.insert(booking_id);
         for (status, sign) in [(from, -1), (to, 1)] {
             self.moves.push(Move {
                 booking_id,
@@ -396,23 +389,28 @@ impl Work {
             _ => return,
         }
         slot.position = position;
-        mark(&mut self.dirty_slots, slot_id);
+        self.dirty_slots.insert(slot_id);
     }
 
     fn payment(&mut self, position: i64, payment_id: Uuid, event: &PaymentEvent) {
         if let PaymentEvent::PaymentOpened { lot_id, .. } = event {
-            self.payments.entry(payment_id).or_insert(PaymentRow {
-                payment_id,
-                lot_id: *lot_id,
-                position,
-                new: true,
-            });
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                self.payments.entry(payment_id)
+            {
+                entry.insert(PaymentRow {
+                    payment_id,
+                    lot_id: *lot_id,
+                    position,
+                });
+                self.dirty_payments.insert(payment_id);
+            }
             return;
         }
         let Some(payment) = unseen(&mut self.payments, payment_id, position) else {
             return;
         };
         payment.position = position;
+        self.dirty_payments.insert(payment_id);
         let lot_id = payment.lot_id;
         let takings = |at: &DateTime<Utc>, money: &Money, captured: bool| Takings {
             lot_id,

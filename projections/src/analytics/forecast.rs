@@ -102,15 +102,8 @@ pub async fn hours(
              SELECT g AS hour,
                     analytics_micros(greatest(s.counted_to, g), least(g + interval '1 hour', ends.stop))
                         AS in_service,
-                    CASE WHEN s.observed
-                         THEN analytics_micros(greatest(s.counted_to, g),
-                                               least(g + interval '1 hour', ends.stop))
-                         ELSE (SELECT COALESCE(sum(analytics_micros(
-                                          greatest(s.counted_to, g, (x ->> 'from')::timestamptz),
-                                          least(g + interval '1 hour', ends.stop,
-                                                (x ->> 'until')::timestamptz))), 0)
-                                 FROM jsonb_array_elements(s.stays) AS x)
-                    END AS occupied
+                    analytics_open_occupied(s.counted_to, s.observed, s.stays, g,
+                                            least(g + interval '1 hour', ends.stop)) AS occupied
                FROM rm_analytics_slots s, ends,
                     generate_series(greatest(date_trunc('hour', s.counted_to, 'UTC'), $2),
                                     ends.stop, interval '1 hour') AS g

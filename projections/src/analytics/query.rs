@@ -244,13 +244,8 @@ SELECT b.lot_id, b.from_day, b.to_day, l.name, l.time_zone, l.is_active,
        WHERE d.lot_id = b.lot_id AND d.day BETWEEN b.from_day AND b.to_day) AS closed ON true
   LEFT JOIN LATERAL (
       SELECT sum(analytics_micros(greatest(s.counted_to, b.starts), b.ends)) AS in_service,
-             sum(CASE WHEN s.observed
-                      THEN analytics_micros(greatest(s.counted_to, b.starts), b.ends)
-                      ELSE (SELECT COALESCE(sum(analytics_micros(
-                                       greatest(s.counted_to, b.starts, (x ->> 'from')::timestamptz),
-                                       least(b.ends, (x ->> 'until')::timestamptz))), 0)
-                              FROM jsonb_array_elements(s.stays) AS x)
-                  END) AS occupied
+             sum(analytics_open_occupied(s.counted_to, s.observed, s.stays, b.starts, b.ends))
+                 AS occupied
         FROM rm_analytics_slots s
        WHERE s.lot_id = b.lot_id AND s.in_service) AS open ON true
   LEFT JOIN LATERAL (

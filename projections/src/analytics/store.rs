@@ -204,7 +204,6 @@ async fn load(db: &mut PgConnection, run: &[Input]) -> Result<Work, sqlx::Error>
                     payment_id,
                     lot_id,
                     position,
-                    new: false,
                 };
                 (payment_id, row)
             })
@@ -340,18 +339,20 @@ async fn write_slots(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Err
 }
 
 async fn write_payments(db: &mut PgConnection, work: &Work) -> Result<(), sqlx::Error> {
-    let new: Vec<&PaymentRow> = work.payments.values().filter(|p| p.new).collect();
-    if new.is_empty() {
+    if work.dirty_payments.is_empty() {
         return Ok(());
     }
+    let rows: Vec<&PaymentRow> = (work.dirty_payments.iter())
+        .map(|id| &work.payments[id])
+        .collect();
     sqlx::query(
         "INSERT INTO rm_analytics_payments (payment_id, lot_id, position)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[])
          ON CONFLICT (payment_id) DO UPDATE SET position = EXCLUDED.position",
     )
-    .bind(new.iter().map(|p| p.payment_id).collect::<Vec<_>>())
-    .bind(new.iter().map(|p| p.lot_id).collect::<Vec<_>>())
-    .bind(new.iter().map(|p| p.position).collect::<Vec<_>>())
+    .bind(rows.iter().map(|p| p.payment_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|p| p.lot_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|p| p.position).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(())
