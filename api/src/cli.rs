@@ -4,8 +4,9 @@ use clap::{Parser, Subcommand};
 use parking_commands::{CommandContext, CommandError, Commands, NewUser};
 use parking_domain::user::Email;
 use parking_domain::Role;
-use parking_infra::{db, Config};
+use parking_infra::{audit, db, history, Config};
 use secrecy::SecretString;
+use std::io::Write;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +31,9 @@ pub enum Command {
     /// Inspect and rebuild the read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// The event history: export it, verify its integrity (docs/audit.md).
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// Create a user with any role (e.g. the first admin).
     CreateUser {
         #[arg(long)]
@@ -63,6 +67,38 @@ pub enum ProjectionsCommand {
     Rebuild {
         /// A projection name (see `projections status`), or `all`.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Write the log as NDJSON, one event a line in the Kafka contract's envelope (the same
+    /// secrets left out), in global order, up to the head as it is when the export starts.
+    Export {
+        /// Only events after this global position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only events at or before this global position.
+        #[arg(long)]
+        up_to: Option<i64>,
+        /// Only this aggregate type's events.
+        #[arg(long)]
+        aggregate_type: Option<String>,
+        /// Only events recorded at or after this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events recorded before this instant (RFC 3339).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// The file to write; standard output when absent.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Walk the hash chain to the head and report the first broken link; exits with status 1
+    /// if there is one. Resumes from the latest signed checkpoint unless `--full`.
+    Verify {
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -150,24 +186,111 @@ pub async fn projections(config: &Config, command: ProjectionsCommand) -> anyhow
     Ok(())
 }
 
-/// One line on stderr, redrawn in place: `lots [######----] 61% 12000/19500 48211 ev/s`.
 fn draw_progress(name: &str, p: parking_projections::rebuild::Progress) {
+    progress_line(name, p.position, p.head, p.events_per_second);
+}
+
+/// One line on stderr, redrawn in place, when stderr is a terminal:
+/// `lots [######----] 61% 12000/19500 48211 ev/s`.
+fn progress_line(name: &str, done: i64, total: i64, per_second: f64) {
+    use std::io::IsTerminal;
     const WIDTH: usize = 30;
-    let done = if p.head > 0 {
-        (p.position as f64 / p.head as f64).clamp(0.0, 1.0)
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let share = if total > 0 {
+        (done as f64 / total as f64).clamp(0.0, 1.0)
     } else {
         1.0
     };
-    let filled = (done * WIDTH as f64).round() as usize;
+    let filled = (share * WIDTH as f64).round() as usize;
     eprint!(
-        "\r{name} [{}{}] {:>3.0}% {}/{} {:.0} ev/s ",
+        "\r{name} [{}{}] {:>3.0}% {done}/{total} {per_second:.0} ev/s ",
         "#".repeat(filled),
         "-".repeat(WIDTH - filled),
-        done * 100.0,
-        p.position,
-        p.head,
-        p.events_per_second
+        share * 100.0,
     );
+}
+
+pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database_url, 3)?;
+    db::migrate(&pool).await?;
+    match command {
+        HistoryCommand::Export {
+            after,
+            up_to,
+            aggregate_type,
+            from,
+            to,
+            output,
+        } => {
+            if let Some(kind) = aggregate_type.as_deref() {
+                anyhow::ensure!(
+                    history::AGGREGATE_TYPES.contains(&kind),
+                    "no aggregate type {kind:?}; the types are {:?}",
+                    history::AGGREGATE_TYPES
+                );
+            }
+            let head = parking_infra::log::recorded_head(&pool).await?;
+            let filter = history::LogFilter {
+                after,
+                up_to: Some(up_to.map_or(head, |p| p.min(head))),
+                aggregate_type,
+                from,
+                to,
+            };
+            let out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::fs::File::create(path)?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let written = export(&pool, filter, out).await?;
+            eprintln!("exported {written} events");
+        }
+        HistoryCommand::Verify { full } => {
+            let started = std::time::Instant::now();
+            let report = audit::verify(&pool, config.data_key.as_ref(), full, |p| {
+                let rate = p.checked as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                progress_line("verify", p.checked, p.total, rate);
+            })
+            .await?;
+            eprintln!();
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.intact {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the events `filter` selects to `out`, one envelope a line; returns how many.
+async fn export(
+    pool: &sqlx::PgPool,
+    mut filter: history::LogFilter,
+    out: Box<dyn std::io::Write>,
+) -> anyhow::Result<u64> {
+    const BATCH: i64 = 5_000;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let (first, last) = (filter.after, filter.up_to.unwrap_or(filter.after));
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    loop {
+        let batch = history::read_filtered(pool, &filter, BATCH).await?;
+        let Some(end) = batch.last().map(|e| e.global_position) else {
+            break;
+        };
+        for event in &batch {
+            out.write_all(&parking_infra::kafka::envelope_text(event))?;
+            out.write_all(b"\n")?;
+        }
+        written += batch.len() as u64;
+        filter.after = end;
+        let rate = written as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        progress_line("export", end - first, last - first, rate);
+    }
+    out.flush()?;
+    eprintln!();
+    Ok(written)
 }
 
 pub async fn create_user(

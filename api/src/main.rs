@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => cli::migrate(&config).await?,
         Command::Relay => cli::relay(&config).await?,
         Command::Projections(command) => cli::projections(&config, command).await?,
+        Command::History(command) => cli::history(&config, command).await?,
         Command::CreateUser {
             email,
             password,

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "reviews", description = "How safe drivers find a lot"),
         (name = "feeds", description = "Open data in standard shapes"),
         (name = "analytics", description = "How an owner's lots earn and fill"),
+        (name = "audit", description = "The whole history for auditors: the log, streams, past states, integrity"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

@@ -113,6 +113,7 @@ impl Application {
             hub: hub.clone(),
             feed: config.feed.clone(),
             feed_cache: Default::default(),
+            data_key: config.data_key.clone(),
         });
         if config.stripe.is_none() {
             tracing::warn!("STRIPE_SECRET_KEY unset: payments answer 503 payments_unavailable");

@@ -37,6 +37,8 @@ pub struct AppState {
     /// The DATEX II feed's publisher (`DATEX2_*`), and its last document.
     pub feed: parking_infra::config::FeedConfig,
     pub feed_cache: crate::routes::feeds::FeedCache,
+    /// `DATA_KEY_FILE`: signs the audit's checkpoints.
+    pub data_key: Option<parking_infra::keys::MasterKey>,
 }
 
 pub type State = actix_web::web::Data<Arc<AppState>>;

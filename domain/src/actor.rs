@@ -61,6 +61,11 @@ impl Actor {
         self.role == Role::Admin
     }
 
+    /// The actor may read everything: an admin, or an auditor (who may change nothing).
+    pub fn reads_everything(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Auditor)
+    }
+
     /// The actor is `owner` or an admin.
     pub fn is_or_admin(&self, owner: Uuid) -> bool {
         self.user_id == owner || self.is_admin()

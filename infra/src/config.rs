@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::keys::MasterKey;
 use crate::stripe::{StripeConfig, DEFAULT_API_BASE};
 use crate::telemetry::LogFormat;
 
@@ -67,6 +68,9 @@ pub struct Config {
     pub live: LiveConfig,
     /// Who publishes the open occupancy feed (`DATEX2_*`, docs/feeds.md).
     pub feed: FeedConfig,
+    /// `DATA_KEY_FILE`: the master key (docs/audit.md). Unset: the audit's checkpoints are not
+    /// signed, so a verification of the hash chain always starts from the first event.
+    pub data_key: Option<MasterKey>,
 }
 
 /// The publisher named in the DATEX II feed (`publicationCreator`).
@@ -376,6 +380,9 @@ impl Config {
                 }),
             },
             live: LiveConfig::from_lookup(&get)?,
+            data_key: get("DATA_KEY_FILE")
+                .map(|path| MasterKey::read(path.trim()))
+                .transpose()?,
             feed: FeedConfig {
                 country: match get("DATEX2_COUNTRY") {
                     None => "xx".to_owned(),

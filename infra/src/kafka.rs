@@ -42,7 +42,7 @@ fn edited(fields: &RawValue, edit: impl FnOnce(&mut Value)) -> Box<RawValue> {
 }
 
 /// The value of a published event.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     pub event_id: uuid::Uuid,
     pub aggregate_type: String,
@@ -52,7 +52,11 @@ pub struct Envelope {
     pub event_type: String,
     pub event_version: String,
     /// The event's fields (the stored payload without its `{"EventType": …}` wrapper).
+    #[schema(value_type = Object)]
     pub payload: Value,
+    /// Who and what caused the event: `user_id`, `role`, `request_id`, `correlation_id`,
+    /// `causation_id`, and `idempotency_key` when the client sent one.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
@@ -70,6 +74,22 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
     if !PUBLISHED_AGGREGATES.contains(&event.aggregate_type.as_str()) {
         return None;
     }
+    let (value, headers) = encoded(event);
+    Some(Published {
+        topic: topic(&event.aggregate_type),
+        headers,
+        value,
+    })
+}
+
+/// The envelope of any logged event, published or not, with the same secrets left out as
+/// [`encode`] leaves out: what the audit API and `history export` write, one per line.
+pub fn envelope_text(event: &LoggedEvent) -> Vec<u8> {
+    encoded(event).0
+}
+
+/// The value and headers of `event` as [`encode`] describes them.
+fn encoded(event: &LoggedEvent) -> (Vec<u8>, OwnedHeaders) {
     let redacted: Box<RawValue>;
     let payload: &RawValue = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
         ("user", "UserCredentialsSet") => empty_object(),
@@ -106,11 +126,7 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
         recorded_at: event.recorded_at,
     };
     let value = serde_json::to_vec(&envelope).expect("an envelope of JSON texts serializes");
-    Some(Published {
-        topic: topic(&event.aggregate_type),
-        headers: headers(&envelope),
-        value,
-    })
+    (value, headers(&envelope))
 }
 
 /// A logged event as published: its topic, value and headers (the key is its aggregate id).

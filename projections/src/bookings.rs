@@ -224,8 +224,8 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<BookingView>, sqlx::E
         .await
 }
 
-/// Whose bookings a reader may see: admins all; everyone else their own and those of the
-/// lots they own. The one statement of this rule for lists and single reads alike.
+/// Whose bookings a reader may see: admins and auditors all; everyone else their own and
+/// those of the lots they own. The one statement of this rule for lists and single reads alike.
 #[derive(Debug, Clone, Copy)]
 pub enum Visibility {
     All,
@@ -235,7 +235,7 @@ pub enum Visibility {
 
 impl Visibility {
     pub fn of(reader: &Actor) -> Self {
-        if reader.is_admin() {
+        if reader.reads_everything() {
             Visibility::All
         } else {
             Visibility::Party(reader.user_id)

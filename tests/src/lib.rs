@@ -251,6 +251,17 @@ fn server_settings(database_url: &str, bind: &str) -> HashMap<&'static str, Stri
     ])
 }
 
+/// The `parking-api` binary, built with the workspace: next to a benchmark's binary
+/// (`target/release/`), or above a test's (`target/debug/deps/`).
+pub fn parking_api() -> std::process::Command {
+    let exe = std::env::current_exe().expect("the running executable");
+    let binary = (exe.ancestors().skip(1).take(2))
+        .map(|dir| dir.join("parking-api"))
+        .find(|path| path.exists())
+        .expect("parking-api is built with the workspace's tests (cargo nextest run --workspace)");
+    std::process::Command::new(binary)
+}
+
 /// The `parking-api` binary run as a separate process, for tests that kill it.
 pub struct ServerProcess {
     process: std::process::Child,
@@ -263,15 +274,6 @@ impl ServerProcess {
     /// Starts `parking-api serve` (built next to the tests) on a free port and waits until it
     /// answers `/health`.
     pub async fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
-        // Next to a benchmark's binary (`target/release/`), or above a test's
-        // (`target/debug/deps/`).
-        let exe = std::env::current_exe().expect("the running executable");
-        let binary = (exe.ancestors().skip(1).take(2))
-            .map(|dir| dir.join("parking-api"))
-            .find(|path| path.exists())
-            .expect(
-                "parking-api is built with the workspace's tests (cargo nextest run --workspace)",
-            );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -280,7 +282,7 @@ impl ServerProcess {
         let log = std::env::temp_dir().join(format!("parking-api-{port}-{}.log", Uuid::new_v4()));
         let out = std::fs::File::create(&log).expect("create the server's log file");
         let err = out.try_clone().expect("share the server's log file");
-        let process = std::process::Command::new(binary)
+        let process = parking_api()
             .arg("serve")
             .envs(server_settings(database_url, &bind))
             // TEST_SERVER_LOG shows the server's own log lines (e.g. `parking_infra=info`);
@@ -575,6 +577,11 @@ impl TestApp {
     /// An admin, made as an operator would: through the command layer, not self-registration.
     pub async fn admin(&self) -> (String, Uuid) {
         self.operator_made(parking_domain::Role::Admin).await
+    }
+
+    /// An auditor, made as an operator would.
+    pub async fn auditor(&self) -> (String, Uuid) {
+        self.operator_made(parking_domain::Role::Auditor).await
     }
 
     /// A machine client (the vision service), made as an operator would.

@@ -38,7 +38,7 @@ impl WindowQuery {
 
 /// The figures of the caller's lots over the window: revenue per currency, bookings by status,
 /// cancellation rate, average booked duration and time-weighted occupancy, in all and per lot.
-/// A parking owner sees their own lots, an admin every lot.
+/// A parking owner sees their own lots, an admin or auditor every lot.
 #[utoipa::path(
     tag = "analytics",
     security(("bearer" = [])),
@@ -46,7 +46,7 @@ impl WindowQuery {
     responses(
         (status = 200, body = Dashboard),
         (status = 401, body = Problem),
-        (status = 403, description = "Not a parking owner or admin", body = Problem),
+        (status = 403, description = "Not a parking owner, admin or auditor", body = Problem),
         (status = 422, description = "`days` not 30, 60 or 90 (`invalid_days`)", body = Problem),
     )
 )]
@@ -58,15 +58,20 @@ pub async fn dashboard(
 ) -> ApiResult<HttpResponse> {
     let days = params.days()?;
     let owner = match caller.0.role {
-        Role::Admin => None,
+        Role::Admin | Role::Auditor => None,
         Role::ParkingOwner => Some(caller.0.user_id),
-        _ => return Err(ApiError::forbidden("only parking owners and admins")),
+        _ => {
+            return Err(ApiError::forbidden(
+                "only parking owners, admins and auditors",
+            ))
+        }
     };
     let figures = query::dashboard(&state.pool, owner, days, state.now()).await?;
     Ok(HttpResponse::Ok().json(figures))
 }
 
-/// One lot's figures day by day over the window, with their totals. Its owner or an admin.
+/// One lot's figures day by day over the window, with their totals. Its owner, an admin or an
+/// auditor.
 #[utoipa::path(
     tag = "analytics",
     security(("bearer" = [])),
@@ -74,7 +79,7 @@ pub async fn dashboard(
     responses(
         (status = 200, body = LotSeries),
         (status = 401, body = Problem),
-        (status = 403, description = "Not the lot's owner or an admin", body = Problem),
+        (status = 403, description = "Not the lot's owner, an admin or an auditor", body = Problem),
         (status = 404, description = "No such lot (`lot_not_found`)", body = Problem),
         (status = 422, description = "`days` not 30, 60 or 90 (`invalid_days`)", body = Problem),
     )
@@ -91,8 +96,10 @@ pub async fn lot(
     let Some(owner) = query::owner_of(&state.pool, lot_id).await? else {
         return Err(ApiError::not_found("lot_not_found", "no such lot"));
     };
-    if !caller.0.is_admin() && caller.0.user_id != owner {
-        return Err(ApiError::forbidden("only the lot's owner or an admin"));
+    if !caller.0.reads_everything() && caller.0.user_id != owner {
+        return Err(ApiError::forbidden(
+            "only the lot's owner, an admin or an auditor",
+        ));
     }
     match query::lot_series(&state.pool, lot_id, days, state.now()).await? {
         Some(series) => Ok(HttpResponse::Ok().json(series)),

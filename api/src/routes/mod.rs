@@ -1,6 +1,7 @@
 //! Routes, one module per resource.
 
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod bookings;
 pub mod cameras;
@@ -129,4 +130,8 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(analytics::dashboard)
         .service(analytics::lot)
         .service(analytics::lot_forecast)
+        .service(audit::events)
+        .service(audit::stream)
+        .service(audit::state_at)
+        .service(audit::verify)
 }

@@ -1,0 +1,71 @@
+//! The platform's master key (`DATA_KEY_FILE`): the root of what protects the history. It
+//! signs the audit's chain checkpoints (`audit`), through a key derived from it for that one
+//! purpose, so that whoever can write the database still cannot forge one.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::ConfigError;
+
+/// 32 secret bytes, read from a file holding them as 64 hexadecimal digits (`openssl rand -hex
+/// 32 > data.key`). Never printed.
+#[derive(Clone)]
+pub struct MasterKey(Arc<[u8; 32]>);
+
+impl MasterKey {
+    /// The key in the file at `path` (surrounding whitespace ignored).
+    pub fn read(path: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError {
+            name: "DATA_KEY_FILE",
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("{path}: {e}")))?;
+        Self::from_hex(text.trim()).ok_or_else(|| {
+            invalid(format!(
+                "{path} must hold 32 bytes as 64 hexadecimal digits (openssl rand -hex 32)"
+            ))
+        })
+    }
+
+    pub fn from_hex(hex_digits: &str) -> Option<Self> {
+        let bytes: [u8; 32] = hex::decode(hex_digits).ok()?.try_into().ok()?;
+        Some(Self(Arc::new(bytes)))
+    }
+
+    /// A key for one `purpose` only (HMAC-SHA256 of the purpose's name under the master key),
+    /// so that no two uses of the master key share a key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_64_hex_digits() {
+        assert!(MasterKey::from_hex(&"ab".repeat(32)).is_some());
+        assert!(MasterKey::from_hex(&"ab".repeat(31)).is_none());
+        assert!(MasterKey::from_hex(&"zz".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn purposes_get_different_keys() {
+        let key = MasterKey::from_hex(&"01".repeat(32)).unwrap();
+        assert_ne!(key.derive("a"), key.derive("b"));
+        assert_eq!(key.derive("a"), key.derive("a"));
+        assert_eq!(format!("{key:?}"), "MasterKey(..)");
+    }
+}
