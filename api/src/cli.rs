@@ -4,7 +4,8 @@ use clap::{Parser, Subcommand};
 use parking_commands::{CommandContext, CommandError, Commands, NewUser};
 use parking_domain::user::Email;
 use parking_domain::Role;
-use parking_infra::{audit, db, history, Config};
+use parking_infra::personal::DataKeys;
+use parking_infra::{audit, db, history, Config, EventLog};
 use secrecy::SecretString;
 use std::io::Write;
 
@@ -102,6 +103,14 @@ pub enum HistoryCommand {
     },
 }
 
+/// The log of the configured database, its personal data revealed with the configured master
+/// key (checked first).
+async fn event_log(pool: sqlx::PgPool, config: &Config) -> anyhow::Result<EventLog> {
+    let keys = DataKeys::new(pool.clone(), config.data_key.clone());
+    keys.ready().await?;
+    Ok(EventLog::new(pool, keys))
+}
+
 fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
 }
@@ -120,7 +129,7 @@ pub async fn relay(config: &Config) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("KAFKA_BROKERS is not set: there is nothing to relay to"))?;
     let pool = db::pool(&config.database_url, 4)?;
     db::migrate(&pool).await?;
-    let log = parking_infra::EventLog::new(pool);
+    let log = event_log(pool, config).await?;
     tokio::spawn(log.clone().watch());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -155,6 +164,7 @@ pub async fn projections(config: &Config, command: ProjectionsCommand) -> anyhow
             }
         }
         ProjectionsCommand::Rebuild { name } => {
+            let log = event_log(pool.clone(), config).await?;
             let chosen: Vec<_> = models
                 .iter()
                 .filter(|m| name == "all" || m.name() == name)
@@ -167,11 +177,11 @@ pub async fn projections(config: &Config, command: ProjectionsCommand) -> anyhow
                 );
             }
             for model in chosen {
-                let done = parking_projections::rebuild::rebuild(&pool, model.as_ref(), |p| {
+                let done = parking_projections::rebuild::rebuild(&log, model.as_ref(), |p| {
                     draw_progress(model.name(), p)
                 })
                 .await?;
-                eprintln!();
+                end_progress();
                 println!(
                     "{}: rebuilt {} events in {:.1} s ({:.0} events/s), live at position {}",
                     model.name(),
@@ -190,19 +200,21 @@ fn draw_progress(name: &str, p: parking_projections::rebuild::Progress) {
     progress_line(name, p.position, p.head, p.events_per_second);
 }
 
-/// One line on stderr, redrawn in place, when stderr is a terminal:
-/// `lots [######----] 61% 12000/19500 48211 ev/s`.
+/// Progress on stderr: on a terminal, one line redrawn in place
+/// (`lots [######----] 61% 12000/19500 48211 ev/s`); otherwise (a log), a plain line once done.
 fn progress_line(name: &str, done: i64, total: i64, per_second: f64) {
-    use std::io::IsTerminal;
     const WIDTH: usize = 30;
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
     let share = if total > 0 {
         (done as f64 / total as f64).clamp(0.0, 1.0)
     } else {
         1.0
     };
+    if !on_terminal() {
+        if share >= 1.0 {
+            eprintln!("{name}: {done}/{total} {per_second:.0} ev/s");
+        }
+        return;
+    }
     let filled = (share * WIDTH as f64).round() as usize;
     eprint!(
         "\r{name} [{}{}] {:>3.0}% {done}/{total} {per_second:.0} ev/s ",
@@ -210,6 +222,18 @@ fn progress_line(name: &str, done: i64, total: i64, per_second: f64) {
         "-".repeat(WIDTH - filled),
         share * 100.0,
     );
+}
+
+/// Ends a progress line drawn in place.
+fn end_progress() {
+    if on_terminal() {
+        eprintln!();
+    }
+}
+
+fn on_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }
 
 pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result<()> {
@@ -243,7 +267,7 @@ pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result
                 Some(path) => Box::new(std::fs::File::create(path)?),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let written = export(&pool, filter, out).await?;
+            let written = export(&event_log(pool.clone(), config).await?, filter, out).await?;
             eprintln!("exported {written} events");
         }
         HistoryCommand::Verify { full } => {
@@ -253,7 +277,7 @@ pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result
                 progress_line("verify", p.checked, p.total, rate);
             })
             .await?;
-            eprintln!();
+            end_progress();
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.intact {
                 std::process::exit(1);
@@ -265,7 +289,7 @@ pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result
 
 /// Writes the events `filter` selects to `out`, one envelope a line; returns how many.
 async fn export(
-    pool: &sqlx::PgPool,
+    log: &EventLog,
     mut filter: history::LogFilter,
     out: Box<dyn std::io::Write>,
 ) -> anyhow::Result<u64> {
@@ -275,7 +299,7 @@ async fn export(
     let started = std::time::Instant::now();
     let mut written = 0u64;
     loop {
-        let batch = history::read_filtered(pool, &filter, BATCH).await?;
+        let batch = history::read_filtered(log, &filter, BATCH).await?;
         let Some(end) = batch.last().map(|e| e.global_position) else {
             break;
         };
@@ -289,7 +313,7 @@ async fn export(
         progress_line("export", end - first, last - first, rate);
     }
     out.flush()?;
-    eprintln!();
+    end_progress();
     Ok(written)
 }
 
@@ -329,7 +353,7 @@ pub async fn set_password(
 async fn operator(config: &Config) -> anyhow::Result<(Commands, CommandContext)> {
     let pool = db::pool(&config.database_url, 2)?;
     db::migrate(&pool).await?;
-    let commands = crate::startup::commands(&parking_infra::EventLog::new(pool), config)?;
+    let commands = crate::startup::commands(&event_log(pool, config).await?, config)?;
     let ctx = CommandContext::system(
         format!("cli-{}", uuid::Uuid::new_v4()),
         commands.clock().now(),

@@ -8,6 +8,7 @@ use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use parking_commands::{Commands, Settings};
 use parking_domain::booking::BookingPolicy;
 use parking_infra::append::AppendTarget;
+use parking_infra::personal::DataKeys;
 use parking_infra::relay::Relay;
 use parking_infra::stripe::StripeClient;
 use parking_infra::{db, Config, EventLog, SystemClock};
@@ -74,7 +75,11 @@ impl Application {
         } else {
             NearbyIndex::Box
         };
-        let log = EventLog::new(pool.clone());
+        let keys = DataKeys::new(pool.clone(), config.data_key.clone());
+        // A wrong DATA_KEY_FILE stops the start here, not at the first read of personal data.
+        keys.ready().await?;
+        tokio::spawn(keys.clone().watch());
+        let log = EventLog::new(pool.clone(), keys);
         tokio::spawn(log.clone().watch());
         let projections = Projections::new(pool.clone(), parking_projections::all());
         let source = match &config.kafka {

@@ -17,7 +17,7 @@ use parking_infra::event_store::Pending;
 use parking_infra::PgEventStore;
 
 use crate::context::CommandContext;
-use crate::error::{from_aggregate, CommandError};
+use crate::error::{from_aggregate, from_sealing, CommandError};
 use crate::retry;
 
 /// An aggregate loaded for a command, with the sequence its next event will follow.
@@ -123,7 +123,9 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Pending<A>, CommandError> {
-        decide(loaded, command, &self.services, ctx).await
+        let mut pending = decide(loaded, command, &self.services, ctx).await?;
+        (pending.seal(self.store.keys()).await).map_err(from_sealing)?;
+        Ok(pending)
     }
 
     /// After [`Bus::decide`]'s events were appended (the log's head then was `head`):

@@ -1,5 +1,6 @@
 use cqrs_es::AggregateError;
 use parking_domain::{RuleError, Violation};
+use parking_infra::personal::SealError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -50,6 +51,19 @@ impl<E: RuleError> From<E> for CommandError {
             violation: e.violation(),
             message: e.to_string(),
         }
+    }
+}
+
+/// Sealing personal data failed: an erased person's data may not be recorded again; anything
+/// else is a failure of ours.
+pub(crate) fn from_sealing(e: SealError) -> CommandError {
+    match e {
+        SealError::Erased(_) => CommandError::rejected(
+            "user_erased",
+            Violation::Forbidden,
+            "this person was erased: nothing of theirs is recorded any more",
+        ),
+        SealError::Keys(e) => CommandError::Infrastructure(Box::new(e)),
     }
 }
 

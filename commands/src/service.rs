@@ -57,6 +57,7 @@ impl Commands {
         pipelined_bookings: Option<AppendTarget>,
     ) -> Self {
         let pool = log.pool().clone();
+        let keys = log.keys();
         use Snapshots::{Every, Never};
         // A lot's stream grows with its slots; a slot's with its bookings.
         let lots = Bus::new(
@@ -66,6 +67,7 @@ impl Commands {
                     every: 100,
                     schema: LOT_SNAPSHOT_SCHEMA,
                 },
+                keys.clone(),
             ),
             (),
         );
@@ -78,15 +80,16 @@ impl Commands {
                     every: 200,
                     schema: SLOT_SNAPSHOT_SCHEMA,
                 },
+                keys.clone(),
             ),
             (),
         );
-        let bookings = Bus::new(PgEventStore::new(pool.clone(), Never), ());
+        let bookings = Bus::new(PgEventStore::new(pool.clone(), Never, keys.clone()), ());
         Self {
-            users: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
-            claims: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
-            payments: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
-            reviews: Bus::new(PgEventStore::new(pool.clone(), Never), ()),
+            users: Bus::new(PgEventStore::new(pool.clone(), Never, keys.clone()), ()),
+            claims: Bus::new(PgEventStore::new(pool.clone(), Never, keys.clone()), ()),
+            payments: Bus::new(PgEventStore::new(pool.clone(), Never, keys.clone()), ()),
+            reviews: Bus::new(PgEventStore::new(pool.clone(), Never, keys.clone()), ()),
             stripe: None,
             desk: BookingDesk::new(
                 log.clone(),

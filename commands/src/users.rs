@@ -1,7 +1,7 @@
 //! Sign-up: claim the address, register the user, confirm the claim.
 
 use parking_domain::user::{
-    validate_full_name, ClaimCommand, Email, EmailClaim, User, UserCommand,
+    validate_full_name, ClaimCommand, Email, EmailClaim, User, UserCommand, UserError,
 };
 use parking_domain::{Role, Violation};
 use secrecy::SecretString;
@@ -128,6 +128,55 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// Erases a person, at their own request or an admin's (docs/audit.md, "Erasure"): their
+    /// address is given back, their data key destroyed (every personal field of theirs reads
+    /// `erased` from then on, in every replay, read model, export and message), and the
+    /// account is closed (`UserErased`). History itself is not rewritten. Erasing twice is
+    /// erasing once; a step that failed is completed by asking again.
+    #[tracing::instrument(skip_all, fields(%user_id))]
+    pub async fn erase_user(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+    ) -> Result<(), CommandError> {
+        let by = match ctx.actor {
+            Some(actor) if actor.user_id == user_id || actor.is_admin() => actor.user_id,
+            None if ctx.system => Uuid::nil(),
+            _ => {
+                return Err(CommandError::rejected(
+                    "forbidden",
+                    Violation::Forbidden,
+                    "only the person themselves or an admin may erase them",
+                ))
+            }
+        };
+        let user: User = self.users.load(&user_id.to_string()).await?;
+        let Some(registered) = &user.registered else {
+            return Err(UserError::NotFound.into());
+        };
+        if user.erased {
+            return Ok(());
+        }
+        // Before the key goes: the claim's id is derived from the address.
+        if !registered.email.is_erased() {
+            let claim_id = EmailClaim::id_for(&registered.email).to_string();
+            (self.claims)
+                .execute(&claim_id, ClaimCommand::Release { user_id }, ctx)
+                .await?;
+        }
+        (self.log.keys().erase(user_id).await)
+            .map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        // The answers kept for their retried requests hold their data too.
+        parking_infra::idempotency::forget_scope(self.log.pool(), &user_id.to_string())
+            .await
+            .map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        let erase = UserCommand::Erase { by, now: ctx.now };
+        self.users.execute(&user_id.to_string(), erase, ctx).await?;
+        Ok(())
+    }
+}
+
 /// What signing in checks, read from the write side: password hashes never leave it (they are
 /// in no read model, and published to Kafka without the hash).
 #[derive(Debug, Clone)]
@@ -149,6 +198,9 @@ impl Commands {
             return Ok(None);
         };
         let user: User = self.users.load(&user_id.to_string()).await?;
+        if user.erased {
+            return Ok(None);
+        }
         Ok(user.registered.map(|registered| Credentials {
             user_id,
             role: registered.role,

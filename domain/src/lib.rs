@@ -15,6 +15,7 @@ pub mod geo;
 pub mod lot;
 pub mod money;
 pub mod payment;
+pub mod personal;
 pub mod review;
 pub mod slot;
 pub mod text;

@@ -104,6 +104,10 @@ pub enum ReviewEvent {
         ratings: Ratings,
         comment: Option<String>,
         at: DateTime<Utc>,
+        /// The reviewer, whose key seals the comment (absent from revisions recorded before
+        /// personal data was sealed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<Uuid>,
     },
     ReviewRemoved {
         by: Uuid,
@@ -212,6 +216,7 @@ impl Aggregate for Review {
                         ratings,
                         comment,
                         at,
+                        user_id: Some(review.user_id),
                     },
                     _ => ReviewEvent::ReviewSubmitted {
                         lot_id,
@@ -258,6 +263,7 @@ impl Aggregate for Review {
                 ratings,
                 comment,
                 at,
+                ..
             } => {
                 if let Some(review) = &mut self.state {
                     review.ratings = ratings;
@@ -346,6 +352,7 @@ mod tests {
                 ratings: ratings(2),
                 comment: Some("well lit".to_owned()),
                 at: at(),
+                user_id: Some(Uuid::max()),
             }]);
     }
 

@@ -18,6 +18,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 use crate::append::{append_all, AppendError, NewEvent};
+use crate::personal::{self, DataKeys, SealError, Sealer};
 
 type StoredRow = (i64, String, String, serde_json::Value, serde_json::Value);
 /// An id to load, its snapshot (sequence, payload) if any, and the events after it.
@@ -42,6 +43,7 @@ pub enum Snapshots {
 pub struct PgEventStore<A: Aggregate> {
     repo: Arc<PostgresEventRepository>,
     pool: PgPool,
+    keys: DataKeys,
     snapshots: Snapshots,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     _aggregate: PhantomData<fn() -> A>,
@@ -53,6 +55,7 @@ impl<A: Aggregate> Clone for PgEventStore<A> {
         Self {
             repo: self.repo.clone(),
             pool: self.pool.clone(),
+            keys: self.keys.clone(),
             snapshots: self.snapshots,
             upcasters: self.upcasters.clone(),
             _aggregate: PhantomData,
@@ -61,10 +64,13 @@ impl<A: Aggregate> Clone for PgEventStore<A> {
 }
 
 impl<A: Aggregate> PgEventStore<A> {
-    pub fn new(pool: PgPool, snapshots: Snapshots) -> Self {
+    /// The store of `A`'s streams in `pool`'s database, sealing and revealing personal fields
+    /// with `keys`.
+    pub fn new(pool: PgPool, snapshots: Snapshots, keys: DataKeys) -> Self {
         Self {
             repo: Arc::new(PostgresEventRepository::new(pool.clone())),
             pool,
+            keys,
             snapshots,
             upcasters: Arc::new(crate::upcasting::for_aggregate(A::TYPE)),
             _aggregate: PhantomData,
@@ -73,6 +79,38 @@ impl<A: Aggregate> PgEventStore<A> {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn keys(&self) -> &DataKeys {
+        &self.keys
+    }
+
+    /// Reveals the personal fields inside `values` (payloads, or whole rows of them), if `A`'s
+    /// events may carry any.
+    async fn reveal(
+        &self,
+        values: &mut [serde_json::Value],
+    ) -> Result<(), AggregateError<A::Error>> {
+        if !personal::may_be_sealed(A::TYPE) {
+            return Ok(());
+        }
+        self.keys
+            .reveal_values(values)
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))
+    }
+
+    async fn reveal_serialized(
+        &self,
+        events: &mut [SerializedEvent],
+    ) -> Result<(), AggregateError<A::Error>> {
+        let mut payloads: Vec<serde_json::Value> =
+            events.iter_mut().map(|e| e.payload.take()).collect();
+        let revealed = self.reveal(&mut payloads).await;
+        for (event, payload) in events.iter_mut().zip(payloads) {
+            event.payload = payload;
+        }
+        revealed
     }
 
     /// Replaces the upcasters of [`crate::upcasting::for_aggregate`] (for tests of upcasting).
@@ -99,7 +137,7 @@ impl<A: Aggregate> PgEventStore<A> {
         .fetch_all(db)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
-        let events = rows
+        let mut events: Vec<SerializedEvent> = rows
             .into_iter()
             .map(|(sequence, event_type, event_version, payload, metadata)| {
                 let (id, kind) = (aggregate_id.to_owned(), A::TYPE.to_owned());
@@ -114,6 +152,7 @@ impl<A: Aggregate> PgEventStore<A> {
                 )
             })
             .collect();
+        self.reveal_serialized(&mut events).await?;
         self.deserialize(events)
     }
 
@@ -151,7 +190,7 @@ impl<A: Aggregate> PgEventStore<A> {
             Snapshots::Every { schema, .. } => schema,
             Snapshots::Never => i32::MIN,
         };
-        let rows: Vec<LoadRow> = sqlx::query_as(
+        let mut rows: Vec<LoadRow> = sqlx::query_as(
             "SELECT ids.id, s.sequence, s.payload,
                     (SELECT json_agg(json_build_array(e.sequence, e.event_type, e.event_version,
                                                       e.payload, e.metadata) ORDER BY e.sequence)
@@ -169,6 +208,16 @@ impl<A: Aggregate> PgEventStore<A> {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let had_tail: Vec<bool> = rows.iter().map(|row| row.3.is_some()).collect();
+        let mut tails: Vec<serde_json::Value> =
+            rows.iter_mut().filter_map(|row| row.3.take()).collect();
+        self.reveal(&mut tails).await?;
+        let mut tails = tails.into_iter();
+        for (row, had) in rows.iter_mut().zip(had_tail) {
+            if had {
+                row.3 = tails.next();
+            }
+        }
         let mut loaded = Vec::with_capacity(rows.len());
         for (aggregate_id, snapshot_sequence, snapshot, tail) in rows {
             let from_snapshot = snapshot_sequence.zip(snapshot).and_then(|(sequence, payload)| {
@@ -195,7 +244,8 @@ impl<A: Aggregate> PgEventStore<A> {
         &self,
         aggregate_id: String,
     ) -> Result<EventStoreAggregateContext<A>, AggregateError<A::Error>> {
-        let events = self.repo.get_events::<A>(&aggregate_id).await?;
+        let mut events = self.repo.get_events::<A>(&aggregate_id).await?;
+        self.reveal_serialized(&mut events).await?;
         self.apply_all(aggregate_id, A::default(), 0, events)
     }
 
@@ -285,7 +335,8 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let events = self.repo.get_events::<A>(aggregate_id).await?;
+        let mut events = self.repo.get_events::<A>(aggregate_id).await?;
+        self.reveal_serialized(&mut events).await?;
         self.deserialize(events)
     }
 
@@ -310,10 +361,14 @@ impl<A: Aggregate> EventStore<A> for PgEventStore<A> {
         context: Self::AC,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        let pending = Pending::new(events, context, metadata)?;
+        let mut pending = Pending::new(events, context, metadata)?;
         if pending.envelopes.is_empty() {
             return Ok(Vec::new());
         }
+        pending
+            .seal(&self.keys)
+            .await
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         append_all(&self.pool, pending.serialized.iter())
             .await
             .map_err(|e| match e {
@@ -334,6 +389,22 @@ pub struct Pending<A: Aggregate> {
 }
 
 impl<A: Aggregate> Pending<A> {
+    /// Seals the personal fields of the events to append (`personal`).
+    pub async fn seal(&mut self, keys: &DataKeys) -> Result<(), SealError> {
+        if !personal::may_be_sealed(A::TYPE) {
+            return Ok(());
+        }
+        keys.seal(&mut self.serialized).await
+    }
+
+    /// [`Pending::seal`] with keys resolved beforehand.
+    pub fn seal_with(&mut self, sealer: &Sealer) -> Result<(), SealError> {
+        if !personal::may_be_sealed(A::TYPE) {
+            return Ok(());
+        }
+        sealer.seal(&mut self.serialized)
+    }
+
     pub fn envelopes(&self) -> &[EventEnvelope<A>] {
         &self.envelopes
     }

@@ -3,6 +3,7 @@
 //! replayed from its events with the upcasters. Events are shown in the Kafka contract's
 //! envelope (`kafka::envelope_text`), states with the same secrets left out.
 
+use crate::log::{DecodeError, EventLog, LoggedEvent};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use parking_domain::booking::Booking;
@@ -13,9 +14,6 @@ use parking_domain::slot::Slot;
 use parking_domain::user::{EmailClaim, User};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
-
-use crate::log::{DecodeError, LoggedEvent};
 
 /// Every aggregate type the store holds.
 pub const AGGREGATE_TYPES: [&str; 7] = [
@@ -42,13 +40,13 @@ pub struct LogFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// The events `filter` selects, in log order, at most `limit`.
+/// The events `filter` selects, in log order, at most `limit`, revealed.
 pub async fn read_filtered(
-    pool: &PgPool,
+    log: &EventLog,
     filter: &LogFilter,
     limit: i64,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    sqlx::query_as(
+    let mut events = sqlx::query_as(
         "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata, recorded_at
            FROM events
@@ -65,18 +63,21 @@ pub async fn read_filtered(
     .bind(filter.from)
     .bind(filter.to)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(log.pool())
+    .await?;
+    log.keys().reveal(&mut events).await?;
+    Ok(events)
 }
 
-/// One stream's events, in order, up to those recorded at `until` (all of them if `None`).
+/// One stream's events, in order, up to those recorded at `until` (all of them if `None`),
+/// revealed.
 pub async fn read_stream(
-    pool: &PgPool,
+    log: &EventLog,
     aggregate_type: &str,
     aggregate_id: &str,
     until: Option<DateTime<Utc>>,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    sqlx::query_as(
+    let mut events = sqlx::query_as(
         "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
                 payload, metadata, recorded_at
            FROM events
@@ -87,8 +88,10 @@ pub async fn read_stream(
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(until)
-    .fetch_all(pool)
-    .await
+    .fetch_all(log.pool())
+    .await?;
+    log.keys().reveal(&mut events).await?;
+    Ok(events)
 }
 
 /// An aggregate's state after some of its events.
@@ -122,7 +125,7 @@ pub enum StateError {
 /// The state of one aggregate at `at`: its events recorded at or before `at`, upcast and
 /// applied in order. `None` if none was recorded by then.
 pub async fn state_at(
-    pool: &PgPool,
+    log: &EventLog,
     aggregate_type: &str,
     aggregate_id: &str,
     at: DateTime<Utc>,
@@ -130,7 +133,7 @@ pub async fn state_at(
     if !AGGREGATE_TYPES.contains(&aggregate_type) {
         return Err(StateError::UnknownType(aggregate_type.to_owned()));
     }
-    let events = read_stream(pool, aggregate_type, aggregate_id, Some(at)).await?;
+    let events = read_stream(log, aggregate_type, aggregate_id, Some(at)).await?;
     let Some(last) = events.last() else {
         return Ok(None);
     };

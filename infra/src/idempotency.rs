@@ -125,6 +125,16 @@ pub async fn abandon(pool: &PgPool, scope: &str, key: &str) -> Result<(), sqlx::
     Ok(())
 }
 
+/// Forgets every key of `scope` (a user id): an erased person's stored answers hold their
+/// personal data.
+pub async fn forget_scope(pool: &PgPool, scope: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1")
+        .bind(scope)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Deletes keys older than `age`; returns how many.
 pub async fn purge_older_than(pool: &PgPool, age: Duration) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(

@@ -1,6 +1,7 @@
-//! The platform's master key (`DATA_KEY_FILE`): the root of what protects the history. It
-//! signs the audit's chain checkpoints (`audit`), through a key derived from it for that one
-//! purpose, so that whoever can write the database still cannot forge one.
+//! The platform's master key (`DATA_KEY_FILE`): the root of what protects the history. Keys
+//! derived from it, one per purpose, wrap the per-person data keys (`personal`) and sign the
+//! audit's chain checkpoints (`audit`), so that whoever can read or write the database still
+//! cannot read erased data nor forge a checkpoint.
 
 use std::sync::Arc;
 
@@ -30,8 +31,24 @@ impl MasterKey {
     }
 
     pub fn from_hex(hex_digits: &str) -> Option<Self> {
-        let bytes: [u8; 32] = hex::decode(hex_digits).ok()?.try_into().ok()?;
+        Self::from_bytes(&hex::decode(hex_digits).ok()?)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: [u8; 32] = bytes.try_into().ok()?;
         Some(Self(Arc::new(bytes)))
+    }
+
+    /// A new random key.
+    pub fn generate() -> Self {
+        use aes_gcm::aead::{Generate, Key};
+        let random = Key::<aes_gcm::Aes256Gcm>::generate();
+        Self::from_bytes(random.as_slice()).expect("an AES-256 key is 32 bytes")
+    }
+
+    /// The key as 64 hexadecimal digits, as a key file holds it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_slice())
     }
 
     /// A key for one `purpose` only (HMAC-SHA256 of the purpose's name under the master key),

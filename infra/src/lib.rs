@@ -24,6 +24,7 @@ pub mod keys;
 pub mod log;
 pub mod observations;
 pub mod payments;
+pub mod personal;
 pub mod relay;
 pub mod reviews;
 pub mod stripe;

@@ -24,6 +24,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::event_store::event_id;
+use crate::personal::DataKeys;
 
 /// The channel the sequencer notifies (payload: the new head position).
 pub const CHANNEL: &str = "parking_events";
@@ -148,22 +149,26 @@ pub async fn read_after(
 }
 
 /// The events at positions `after < p <= up_to`, in log order, of one aggregate type if one
-/// is given (for a consumer that only needs those, such as a projection's rebuild).
+/// is given (for a consumer that only needs those, such as a projection's rebuild), and the
+/// people's erasures (`UserErased`) too if `erasures`.
 pub async fn read_between(
     db: &mut PgConnection,
     aggregate_type: Option<&str>,
+    erasures: bool,
     after: i64,
     up_to: i64,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_logged_events!(),
         " WHERE global_position > $1 AND global_position <= $2
-                AND ($3::text IS NULL OR aggregate_type = $3)
+                AND ($3::text IS NULL OR aggregate_type = $3
+                     OR ($4 AND aggregate_type = 'user' AND event_type = 'UserErased'))
               ORDER BY global_position"
     ))
     .bind(after)
     .bind(up_to)
     .bind(aggregate_type)
+    .bind(erasures)
     .fetch_all(db)
     .await
 }
@@ -221,6 +226,7 @@ pub async fn recorded_head<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<i64, sql
 #[derive(Clone)]
 pub struct EventLog {
     pool: PgPool,
+    keys: DataKeys,
     head: Arc<watch::Sender<i64>>,
     batching: Arc<Batching>,
 }
@@ -239,9 +245,11 @@ struct Batching {
 }
 
 impl EventLog {
-    pub fn new(pool: PgPool) -> Self {
+    /// The log of `pool`'s database, whose personal data `keys` reveal.
+    pub fn new(pool: PgPool, keys: DataKeys) -> Self {
         Self {
             pool,
+            keys,
             head: Arc::new(watch::Sender::new(0)),
             batching: Arc::default(),
         }
@@ -249,6 +257,23 @@ impl EventLog {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The data keys that seal personal fields on the way in and reveal them on the way out.
+    pub fn keys(&self) -> &DataKeys {
+        &self.keys
+    }
+
+    /// [`read_after`], revealed: what every consumer of the log reads.
+    pub async fn read_after(
+        &self,
+        db: &mut PgConnection,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        let mut events = read_after(db, position, limit).await?;
+        self.keys.reveal(&mut events).await?;
+        Ok(events)
     }
 
     /// The log's head as the database has it now (every node's appends included), unlike

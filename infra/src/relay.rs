@@ -28,7 +28,6 @@ use sqlx::Connection;
 
 use crate::config::KafkaConfig;
 use crate::kafka::{self, Envelope};
-use crate::log::read_after;
 use crate::EventLog;
 
 /// The relay's row in `log_checkpoints`.
@@ -141,7 +140,7 @@ impl Relay {
 
         let mut head = self.log.subscribe();
         loop {
-            let events = read_after(&mut db, at, BATCH).await?;
+            let events = self.log.read_after(&mut db, at, BATCH).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), head.wait_for(|h| *h > at)).await;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
 use parking_domain::booking::{Booking, BookingEvent, BookingState, BookingStatus};
+use parking_domain::personal::ERASED;
 use parking_domain::Actor;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -23,6 +24,20 @@ impl Projection<Booking> for BookingsProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["rm_bookings"]
+    }
+
+    fn holds_personal_data(&self) -> bool {
+        true
+    }
+
+    /// The vehicle numbers of the person's bookings.
+    async fn erase(&self, db: &mut PgConnection, person: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE rm_bookings SET vehicle_number = $2 WHERE user_id = $1")
+            .bind(person)
+            .bind(ERASED)
+            .execute(db)
+            .await?;
+        Ok(())
     }
 
     async fn apply(

@@ -7,6 +7,7 @@ use cqrs_es::{Aggregate, EventEnvelope};
 use parking_infra::log::DecodeError;
 use parking_infra::LoggedEvent;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -51,6 +52,28 @@ pub trait Projection<A: Aggregate>: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Whether its tables hold personal data (an e-mail address, a name, a vehicle number, a
+    /// comment): then it is offered every person's `UserErased` event, through [`erase`].
+    ///
+    /// [`erase`]: Projection::erase
+    fn holds_personal_data(&self) -> bool {
+        false
+    }
+
+    /// Replaces the personal data of `person` in its tables by `ERASED`. Their data key is
+    /// destroyed already, so a rebuild from history reads `ERASED` in the same places.
+    async fn erase(&self, db: &mut PgConnection, person: Uuid) -> Result<(), sqlx::Error> {
+        let _ = (db, person);
+        Ok(())
+    }
+}
+
+/// The person a `UserErased` event erased.
+fn erased_person(event: &LoggedEvent) -> Option<Uuid> {
+    (event.aggregate_type == "user" && event.event_type == "UserErased")
+        .then(|| event.aggregate_id.parse().ok())
+        .flatten()
 }
 
 /// A projection as the runtime sees it: it is offered every event of the log, in order, and
@@ -63,6 +86,11 @@ pub trait ReadModel: Send + Sync + 'static {
     /// by (a rebuild does not even read them).
     fn aggregate_type(&self) -> Option<&'static str> {
         None
+    }
+
+    /// Whether it reads `UserErased` events whatever its [`ReadModel::aggregate_type`].
+    fn reads_erasures(&self) -> bool {
+        false
     }
     async fn apply(
         &self,
@@ -118,16 +146,17 @@ where
         Some(A::TYPE)
     }
 
+    fn reads_erasures(&self) -> bool {
+        self.projection.holds_personal_data()
+    }
+
+    /// A `UserErased` event reaches the projection as [`Projection::erase`] only.
     async fn apply(
         &self,
         db: &mut PgConnection,
         event: &LoggedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != A::TYPE || !self.projection.handles(&event.event_type) {
-            return Ok(());
-        }
-        let envelope = event.decode::<A>()?;
-        Ok(self.projection.apply(db, &envelope).await?)
+        self.apply_batch(db, &[event]).await
     }
 
     async fn apply_batch(
@@ -135,11 +164,22 @@ where
         db: &mut PgConnection,
         events: &[&LoggedEvent],
     ) -> Result<(), ProjectionError> {
-        let mine = events
-            .iter()
-            .filter(|e| e.aggregate_type == A::TYPE && self.projection.handles(&e.event_type))
-            .map(|e| e.decode::<A>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut mine = Vec::new();
+        for event in events {
+            if let Some(person) = erased_person(event) {
+                if self.projection.holds_personal_data() {
+                    // What came before it first, in log order.
+                    if !mine.is_empty() {
+                        self.projection.apply_batch(db, &mine).await?;
+                        mine.clear();
+                    }
+                    self.projection.erase(db, person).await?;
+                }
+            } else if event.aggregate_type == A::TYPE && self.projection.handles(&event.event_type)
+            {
+                mine.push(event.decode::<A>()?);
+            }
+        }
         if !mine.is_empty() {
             self.projection.apply_batch(db, &mine).await?;
         }

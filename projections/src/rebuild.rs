@@ -13,8 +13,9 @@
 
 use std::time::Instant;
 
-use parking_infra::log::{read_after, read_between};
-use sqlx::{Connection, PgConnection, PgPool};
+use parking_infra::log::read_between;
+use parking_infra::EventLog;
+use sqlx::{Connection, PgConnection};
 
 use crate::model::{ProjectionError, ReadModel};
 use crate::runtime::consumer;
@@ -49,10 +50,11 @@ fn schema(model: &dyn ReadModel) -> String {
 
 /// Rebuilds `model` from history and swaps the result in; see the module's documentation.
 pub async fn rebuild(
-    pool: &PgPool,
+    log: &EventLog,
     model: &dyn ReadModel,
     mut progress: impl FnMut(Progress),
 ) -> Result<Rebuilt, ProjectionError> {
+    let pool = log.pool();
     let started = Instant::now();
     let mut db = pool.acquire().await?.detach();
     let indexes = prepare(&mut db, model).await?;
@@ -69,7 +71,7 @@ pub async fn rebuild(
         let head = parking_infra::log::recorded_head(&mut db).await?;
         // (The first round always runs, so that a small log is replayed the same way.)
         if head - position > BATCH || (position == 0 && head > 0) {
-            position = replay(&mut db, pool, model, position, head, started, &mut progress).await?;
+            position = replay(&mut db, log, model, position, head, started, &mut progress).await?;
             continue;
         }
         let Some(indexes) = indexes.take() else {
@@ -79,7 +81,7 @@ pub async fn rebuild(
             sqlx::query(&definition).execute(&mut db).await?;
         }
     }
-    let position = swap(&mut db, model, position).await?;
+    let position = swap(&mut db, log, model, position).await?;
     Ok(Rebuilt {
         position,
         events: position as u64,
@@ -91,7 +93,7 @@ pub async fn rebuild(
 /// change, so they are read ahead (`read_ahead`) outside the transactions that write them.
 async fn replay(
     db: &mut PgConnection,
-    pool: &PgPool,
+    log: &EventLog,
     model: &dyn ReadModel,
     from: i64,
     head: i64,
@@ -100,8 +102,8 @@ async fn replay(
 ) -> Result<i64, ProjectionError> {
     let (batches, mut read) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(read_ahead(
-        pool.clone(),
-        model.aggregate_type(),
+        log.clone(),
+        (model.aggregate_type(), model.reads_erasures()),
         from,
         head,
         batches,
@@ -128,8 +130,8 @@ async fn replay(
 /// time, each with the position it covers. [`READERS`] windows are read at once, each on a
 /// connection and a task of its own (decoding the rows is most of the cost of reading them).
 async fn read_ahead(
-    pool: PgPool,
-    aggregate_type: Option<&'static str>,
+    log: EventLog,
+    (aggregate_type, erasures): (Option<&'static str>, bool),
     from: i64,
     head: i64,
     batches: tokio::sync::mpsc::Sender<(Vec<parking_infra::LoggedEvent>, i64)>,
@@ -143,10 +145,13 @@ async fn read_ahead(
             let Some((after, up_to)) = windows.next() else {
                 break;
             };
-            let pool = pool.clone();
+            let log = log.clone();
             let read = tokio::spawn(async move {
-                let mut db = pool.acquire().await?;
-                read_between(&mut db, aggregate_type, after, up_to).await
+                let mut db = log.pool().acquire().await?;
+                let mut events =
+                    read_between(&mut db, aggregate_type, erasures, after, up_to).await?;
+                log.keys().reveal(&mut events).await?;
+                Ok::<_, sqlx::Error>(events)
             });
             reading.push_back((read, up_to));
         }
@@ -222,6 +227,7 @@ async fn prepare(db: &mut PgConnection, model: &dyn ReadModel) -> Result<Vec<Str
 /// tables by the rebuilt ones. Returns the position reached.
 async fn swap(
     db: &mut PgConnection,
+    log: &EventLog,
     model: &dyn ReadModel,
     mut position: i64,
 ) -> Result<i64, ProjectionError> {
@@ -239,7 +245,7 @@ async fn swap(
         .execute(&mut *tx)
         .await?;
     loop {
-        let batch = read_after(&mut tx, position, BATCH).await?;
+        let batch = log.read_after(&mut tx, position, BATCH).await?;
         let Some(last) = batch.last().map(|e| e.global_position) else {
             break;
         };

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
+use parking_domain::personal::ERASED;
 use parking_domain::review::{Ratings, Review, ReviewEvent};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -70,6 +71,24 @@ impl Projection<Review> for ReviewsProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["rm_reviews", "rm_review_history", "rm_lot_ratings"]
+    }
+
+    fn holds_personal_data(&self) -> bool {
+        true
+    }
+
+    /// The comments of the person's reviews, every version of them.
+    async fn erase(&self, db: &mut PgConnection, person: Uuid) -> Result<(), sqlx::Error> {
+        for table in ["rm_reviews", "rm_review_history"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET comment = $2 WHERE user_id = $1 AND comment IS NOT NULL"
+            ))
+            .bind(person)
+            .bind(ERASED)
+            .execute(&mut *db)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_infra::log::read_after;
 use parking_infra::{EventLog, LoggedEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -90,7 +89,7 @@ impl EventSource for StoreTail {
         position: i64,
         limit: i64,
     ) -> Result<Batch, ProjectionError> {
-        let events = read_after(db, position, limit).await?;
+        let events = self.log.read_after(db, position, limit).await?;
         let reached = events.last().map_or(position, |e| e.global_position);
         Ok(Batch { events, reached })
     }

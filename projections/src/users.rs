@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::EventEnvelope;
+use parking_domain::personal::ERASED;
 use parking_domain::user::{User, UserEvent};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -21,6 +22,20 @@ impl Projection<User> for UsersProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["rm_users"]
+    }
+
+    fn holds_personal_data(&self) -> bool {
+        true
+    }
+
+    /// The person's address and name.
+    async fn erase(&self, db: &mut PgConnection, person: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE rm_users SET email = $2, full_name = $2 WHERE id = $1")
+            .bind(person)
+            .bind(ERASED)
+            .execute(db)
+            .await?;
+        Ok(())
     }
 
     /// Credentials are not this read model's business (and arrive without their hash from
@@ -58,6 +73,8 @@ impl Projection<User> for UsersProjection {
             }
             // Secrets stay on the write side (sign-in reads them there); see `handles`.
             UserEvent::UserCredentialsSet { .. } => {}
+            // Reaches this projection as `erase`.
+            UserEvent::UserErased { .. } => {}
         }
         Ok(())
     }

@@ -319,7 +319,8 @@ async fn read(
 /// every published event arrived exactly once, in each aggregate's order.
 pub async fn assert_published_exactly_once(db: &sqlx::PgPool, received: &[Received]) {
     let mut conn = db.acquire().await.unwrap();
-    let stored = parking_infra::log::read_after(&mut conn, 0, i64::MAX)
+    let stored = crate::event_log(db)
+        .read_after(&mut conn, 0, i64::MAX)
         .await
         .unwrap();
     let expected: HashMap<uuid::Uuid, Envelope> = stored

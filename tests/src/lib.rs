@@ -373,10 +373,19 @@ impl Drop for ServerProcess {
 
 /// Rebuilds every read model from the event store and checks the result equals what the
 /// projections had built, row for row.
+/// The log of a test database, as a process of the deployment reads it (its personal data
+/// revealed with the key the database keeps, as servers without `DATA_KEY_FILE` do).
+pub fn event_log(db: &PgPool) -> EventLog {
+    EventLog::new(
+        db.clone(),
+        parking_infra::personal::DataKeys::new(db.clone(), None),
+    )
+}
+
 pub async fn assert_read_models_equal_a_rebuild(db: &PgPool) {
     let live = read_model_rows(db).await;
     for model in parking_projections::all() {
-        parking_projections::rebuild::rebuild(db, model.as_ref(), |_| {})
+        parking_projections::rebuild::rebuild(&event_log(db), model.as_ref(), |_| {})
             .await
             .expect("rebuild");
     }
@@ -597,8 +606,9 @@ impl TestApp {
         ]);
         let config = Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
         let email = format!("{}-{}@example.com", role.as_str(), Uuid::new_v4().simple());
-        let commands =
-            parking_api::startup::commands(&EventLog::new(self.db.clone()), &config).unwrap();
+        // The app's own log if it runs in this process: it knows the app's master key.
+        let log = self.log.clone().unwrap_or_else(|| event_log(&self.db));
+        let commands = parking_api::startup::commands(&log, &config).unwrap();
         let ctx = parking_commands::CommandContext::system("test-setup".into(), Utc::now());
         let new = parking_commands::NewUser {
             email: parking_domain::user::Email::parse(&email).unwrap(),

@@ -317,10 +317,7 @@ async fn sign_in_reads_the_write_side_not_the_read_models() {
     .execute(&app.db)
     .await
     .unwrap();
-    parking_infra::EventLog::new(app.db.clone())
-        .sequence()
-        .await
-        .unwrap();
+    parking_tests::event_log(&app.db).sequence().await.unwrap();
 
     // A user made through the command layer can sign in although no read model has them.
     let (token, id) = app.admin().await;

@@ -196,7 +196,7 @@ async fn one_request_twice_in_one_batch_makes_one_booking() {
     let (_, driver) = app.signed_in("user").await;
     // Below the HTTP layer, whose idempotency keys stop most such twins first.
     let commands = Commands::new(
-        parking_infra::EventLog::new(app.db.clone()),
+        parking_tests::event_log(&app.db),
         std::sync::Arc::new(parking_infra::clock::SystemClock),
         Settings {
             bcrypt_cost: 4,

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use parking_infra::append::{append_all, NewEvent};
 use parking_infra::log::read_after;
-use parking_infra::EventLog;
 use parking_tests::{spawn_app, spawn_app_with};
 use serde_json::json;
 use sqlx::PgExecutor;
@@ -26,7 +25,7 @@ async fn append(db: impl PgExecutor<'_>, stream: &str, sequence: i64) {
 #[tokio::test]
 async fn a_transaction_that_commits_late_is_read_after_what_committed_before_it() {
     let app = spawn_app().await;
-    let log = EventLog::new(app.db.clone());
+    let log = parking_tests::event_log(&app.db);
     let start = log.sequence().await.unwrap();
 
     // One append starts first and stays open...
@@ -69,7 +68,7 @@ async fn a_transaction_that_commits_late_is_read_after_what_committed_before_it(
 #[tokio::test]
 async fn an_append_numbers_its_events_after_every_append_that_committed_before_it() {
     let app = spawn_app().await;
-    let log = EventLog::new(app.db.clone());
+    let log = parking_tests::event_log(&app.db);
     let start = log.sequence().await.unwrap();
     let event = |stream: &str| NewEvent {
         aggregate_type: "test",
@@ -116,7 +115,7 @@ async fn an_append_numbers_its_events_after_every_append_that_committed_before_i
 #[tokio::test]
 async fn concurrent_appends_get_dense_positions_in_each_streams_order() {
     let app = spawn_app().await;
-    let log = EventLog::new(app.db.clone());
+    let log = parking_tests::event_log(&app.db);
     let start = log.sequence().await.unwrap();
     let writers = (0..8).map(|w| {
         let (db, log) = (app.db.clone(), log.clone());
@@ -189,7 +188,7 @@ async fn writes_tell_their_position_and_reads_can_wait_for_it() {
     .execute(&app.db)
     .await
     .unwrap();
-    let poison = EventLog::new(app.db.clone()).sequence().await.unwrap();
+    let poison = parking_tests::event_log(&app.db).sequence().await.unwrap();
     let started = std::time::Instant::now();
     let stuck = app.get_at(&path, Some(&owner), poison).await;
     stuck.assert_problem(503, "read_model_lagging");

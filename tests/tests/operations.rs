@@ -99,6 +99,11 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "GET /api/v1/analytics/dashboard",
         "GET /api/v1/analytics/lots/{lot_id}",
         "GET /api/v1/lots/{lot_id}/forecast",
+        "GET /api/v1/audit/events",
+        "GET /api/v1/audit/streams/{aggregate_type}/{aggregate_id}",
+        "GET /api/v1/audit/streams/{aggregate_type}/{aggregate_id}/state",
+        "GET /api/v1/audit/verify",
+        "POST /api/v1/users/{user_id}/erase",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -782,7 +782,7 @@ async fn a_success_whose_confirmation_a_crash_cut_off_is_settled_by_the_sweep() 
         ("STRIPE_API_BASE", p.stripe.url.clone()),
     ]);
     let config = parking_infra::Config::from_lookup(|n| vars.get(n).cloned()).unwrap();
-    let log = parking_infra::EventLog::new(p.app.db.clone());
+    let log = parking_tests::event_log(&p.app.db);
     let commands = parking_api::startup::commands(&log, &config).unwrap();
     let ctx = parking_commands::CommandContext::system("sweep".into(), Utc::now());
     let later = Utc::now() + chrono::Duration::seconds(1);

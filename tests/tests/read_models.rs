@@ -2,7 +2,7 @@
 //! with their rows, never skip, and can be rebuilt from history with the same result.
 
 use async_trait::async_trait;
-use parking_infra::{EventLog, LoggedEvent};
+use parking_infra::LoggedEvent;
 use parking_projections::{ProjectionError, Projections, ReadModel, StoreTail};
 use parking_tests::{read_model_rows, spawn_app};
 use serde_json::json;
@@ -47,7 +47,7 @@ async fn a_failed_batch_records_nothing_and_is_applied_once_when_retried() {
     let app = spawn_app().await;
     // Some history: a few users and a lot with a slot.
     let fx = app.lot_with_slot().await;
-    let head = EventLog::new(app.db.clone()).sequence().await.unwrap();
+    let head = parking_tests::event_log(&app.db).sequence().await.unwrap();
     assert!(head >= 5, "{head}");
     sqlx::query("CREATE TABLE seen (position bigint NOT NULL)")
         .execute(&app.db)
@@ -60,7 +60,7 @@ async fn a_failed_batch_records_nothing_and_is_applied_once_when_retried() {
         failing: failing.clone(),
     };
     let projections = Projections::new(app.db.clone(), vec![Box::new(recorder)]);
-    let source = StoreTail::shared(EventLog::new(app.db.clone()));
+    let source = StoreTail::shared(parking_tests::event_log(&app.db));
     let err = projections.catch_up(source.as_ref()).await;
     assert!(err.is_err(), "the recorder was made to fail");
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
@@ -181,9 +181,13 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
     // server (and its live projectors) keep running.
     for model in parking_projections::all() {
         let mut reports = 0;
-        let done = parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| reports += 1)
-            .await
-            .unwrap();
+        let done = parking_projections::rebuild::rebuild(
+            &parking_tests::event_log(&app.db),
+            model.as_ref(),
+            |_| reports += 1,
+        )
+        .await
+        .unwrap();
         assert!(reports > 0, "{} reported no progress", model.name());
         let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
             .fetch_one(&app.db)

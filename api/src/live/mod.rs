@@ -493,7 +493,7 @@ async fn advance(hub: &Hub, state: &AppState, position: i64) -> Result<i64, rend
     let events = {
         let mut db = state.pool.acquire().await?;
         let limit = BATCH_EVENTS.min(hub.settings().buffer as i64);
-        parking_infra::log::read_after(&mut db, position, limit).await?
+        state.log.read_after(&mut db, position, limit).await?
     };
     let Some(last) = events.last().map(|e| e.global_position) else {
         return Ok(position);

@@ -90,7 +90,14 @@ impl<A: Aggregate + Clone> Folded<A> {
             return Ok(Self { after });
         }
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let events = parking_infra::log::read_streams(&state.pool, A::TYPE, &ids, up_to).await?;
+        let mut events =
+            parking_infra::log::read_streams(&state.pool, A::TYPE, &ids, up_to).await?;
+        state
+            .log
+            .keys()
+            .reveal(&mut events)
+            .await
+            .map_err(sqlx::Error::from)?;
         let mut current: Option<(String, A)> = None;
         for event in events {
             let envelope = match event.decode::<A>() {

@@ -160,13 +160,13 @@ pub async fn events(
     };
     if streaming {
         return Ok(HttpResponse::Ok().content_type(NDJSON).streaming(ndjson(
-            state.pool.clone(),
+            state.log.clone(),
             filter,
             limit,
         )));
     }
     let limit = limit.unwrap_or(PAGE);
-    let logged = history::read_filtered(&state.pool, &filter, limit).await?;
+    let logged = history::read_filtered(&state.log, &filter, limit).await?;
     let next_after = logged.last().map_or(after, |e| e.global_position);
     Ok(HttpResponse::Ok().json(EventPage {
         events: logged.iter().map(envelope).collect(),
@@ -185,31 +185,28 @@ fn accepts_ndjson(request: &HttpRequest) -> bool {
 /// The events `filter` selects (at most `limit`), one envelope per line, read in batches as
 /// the client takes them.
 fn ndjson(
-    pool: sqlx::PgPool,
+    log: parking_infra::EventLog,
     filter: LogFilter,
     limit: Option<i64>,
 ) -> impl futures::Stream<Item = Result<Bytes, sqlx::Error>> {
     let left = limit.unwrap_or(i64::MAX);
-    futures::stream::try_unfold(
-        (pool, filter, left),
-        |(pool, mut filter, left)| async move {
-            if left == 0 {
-                return Ok(None);
-            }
-            let batch = history::read_filtered(&pool, &filter, left.min(STREAM_BATCH)).await?;
-            let Some(last) = batch.last() else {
-                return Ok(None);
-            };
-            filter.after = last.global_position;
-            let mut lines = Vec::with_capacity(batch.len() * 512);
-            for event in &batch {
-                lines.extend_from_slice(&envelope_text(event));
-                lines.push(b'\n');
-            }
-            let left = left - batch.len() as i64;
-            Ok(Some((Bytes::from(lines), (pool, filter, left))))
-        },
-    )
+    futures::stream::try_unfold((log, filter, left), |(log, mut filter, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let batch = history::read_filtered(&log, &filter, left.min(STREAM_BATCH)).await?;
+        let Some(last) = batch.last() else {
+            return Ok(None);
+        };
+        filter.after = last.global_position;
+        let mut lines = Vec::with_capacity(batch.len() * 512);
+        for event in &batch {
+            lines.extend_from_slice(&envelope_text(event));
+            lines.push(b'\n');
+        }
+        let left = left - batch.len() as i64;
+        Ok(Some((Bytes::from(lines), (log, filter, left))))
+    })
 }
 
 /// One aggregate's whole stream, in order, each event with its metadata.
@@ -236,7 +233,7 @@ pub async fn stream(
     auditor(&caller)?;
     let (kind, id) = path.into_inner();
     let kind = aggregate_type(&kind)?;
-    let logged = history::read_stream(&state.pool, kind, &id, None).await?;
+    let logged = history::read_stream(&state.log, kind, &id, None).await?;
     if logged.is_empty() {
         return Err(ApiError::not_found(
             "stream_not_found",
@@ -287,7 +284,7 @@ pub async fn state_at(
     let (kind, id) = path.into_inner();
     let kind = aggregate_type(&kind)?;
     let at = query.at.unwrap_or_else(|| state.now());
-    match history::state_at(&state.pool, kind, &id, at).await {
+    match history::state_at(&state.log, kind, &id, at).await {
         Ok(Some(replayed)) => Ok(HttpResponse::Ok().json(replayed)),
         Ok(None) => Err(ApiError::not_found(
             "stream_not_found",

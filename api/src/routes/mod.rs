@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod payments;
 pub mod reviews;
 pub mod slots;
+pub mod users;
 
 use actix_web::http::header::{HeaderValue, LOCATION};
 use actix_web::HttpResponse;
@@ -134,4 +135,5 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(audit::stream)
         .service(audit::state_at)
         .service(audit::verify)
+        .service(users::erase)
 }

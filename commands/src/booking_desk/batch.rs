@@ -1,7 +1,8 @@
 //! Deciding a batch: each request in arrival order, on the streams as the batch's earlier
 //! decisions leave them. The rules are the domain's (`decide_booking`, then the slot's and the
 //! booking's own `handle`); this module only feeds them the batch's streams and keeps the
-//! outcomes. No I/O: the desk loads the streams before and appends the events after.
+//! outcomes. No I/O: the desk loads the streams (and the drivers' data keys) before and
+//! appends the events after.
 
 use std::collections::HashMap;
 
@@ -10,13 +11,14 @@ use parking_domain::lot::ParkingLot;
 use parking_domain::slot::Slot;
 use parking_infra::append::NewEvent;
 use parking_infra::event_store::Pending;
+use parking_infra::personal::Sealer;
 use uuid::Uuid;
 
 use super::streams::{copy, Streams};
 use super::{CreatedBooking, Job, Outcome};
 use crate::bus::{decide, Bus};
 use crate::context::key_reused;
-use crate::error::CommandError;
+use crate::error::{from_sealing, CommandError};
 
 /// What one batch decides on.
 #[derive(Default)]
@@ -60,10 +62,11 @@ pub(super) async fn decide_all(
     batch: &mut Batch,
     jobs: &[Job],
     policy: &BookingPolicy,
+    sealer: &Sealer,
 ) -> Vec<Decision> {
     let mut decisions = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let decision = match decide_one(batch, job, policy).await {
+        let decision = match decide_one(batch, job, policy, sealer).await {
             Ok(decision) => decision,
             Err(refused) => Decision::Answer(Err(refused)),
         };
@@ -76,6 +79,7 @@ async fn decide_one(
     batch: &mut Batch,
     job: &Job,
     policy: &BookingPolicy,
+    sealer: &Sealer,
 ) -> Result<Decision, CommandError> {
     let ctx = &job.ctx;
     let asked = NewBooking {
@@ -105,7 +109,8 @@ async fn decide_one(
         .last()
         .map_or_else(|| ctx.clone(), |e| ctx.caused_by(e));
     let fresh = Bus::<Booking>::fresh(&asked.booking_id.to_string());
-    let created = decide(fresh, decision.create, &(), &step_ctx).await?;
+    let mut created = decide(fresh, decision.create, &(), &step_ctx).await?;
+    created.seal_with(sealer).map_err(from_sealing)?;
     batch.streams.slots.set(asked.slot_id, reserved.after());
     // A twin of this request later in the batch (a retry that overtook the idempotency layer)
     // finds this booking made, as a retry after the batch would.
@@ -177,6 +182,11 @@ mod tests {
         user_id: Uuid::from_u128(1),
         role: Role::User,
     };
+
+    /// In-memory keys for the jobs' drivers.
+    fn sealer(jobs: &[Job]) -> Sealer {
+        Sealer::ephemeral(jobs.iter().map(|job| job.driver.user_id))
+    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).unwrap()
@@ -304,7 +314,8 @@ mod tests {
             job("b", None, hours(1, 3), "AB-2"),
             job("c", None, hours(2, 3), "AB-3"),
         ]);
-        let decisions = decide_all(&mut batch, &jobs, &BookingPolicy::default()).await;
+        let decisions =
+            decide_all(&mut batch, &jobs, &BookingPolicy::default(), &sealer(&jobs)).await;
         let outcomes: Vec<_> = decisions.iter().map(outcome).collect();
         assert_eq!(
             outcomes,
@@ -329,7 +340,8 @@ mod tests {
         let (twin, _) = job("retry", Some("key"), hours(1, 2), "AB-1");
         let (reuse, _) = job("other", Some("key"), hours(1, 2), "ZZ-9");
         let jobs = vec![first, twin, reuse];
-        let decisions = decide_all(&mut batch, &jobs, &BookingPolicy::default()).await;
+        let decisions =
+            decide_all(&mut batch, &jobs, &BookingPolicy::default(), &sealer(&jobs)).await;
         let Decision::Record(made) = &decisions[0] else {
             panic!("the first is recorded")
         };
@@ -348,7 +360,8 @@ mod tests {
             job("a", None, hours(1, 2), "AB-1"),
             job("b", None, hours(3, 4), "AB-2"),
         ]);
-        let decisions = decide_all(&mut batch, &jobs, &BookingPolicy::default()).await;
+        let decisions =
+            decide_all(&mut batch, &jobs, &BookingPolicy::default(), &sealer(&jobs)).await;
         let outcomes: Vec<_> = decisions.iter().map(outcome).collect();
         assert_eq!(outcomes, [Err("lot_inactive"), Err("lot_inactive")]);
         assert_eq!(batch.streams.seen().len(), 2, "the slot and the lot");
@@ -358,7 +371,8 @@ mod tests {
     async fn a_request_whose_lot_the_desk_did_not_load_fails_rather_than_decide_without_it() {
         let mut batch = batch(None);
         let jobs = jobs(vec![job("a", None, hours(1, 2), "AB-1")]);
-        let decisions = decide_all(&mut batch, &jobs, &BookingPolicy::default()).await;
+        let decisions =
+            decide_all(&mut batch, &jobs, &BookingPolicy::default(), &sealer(&jobs)).await;
         assert!(matches!(
             &decisions[0],
             Decision::Answer(Err(CommandError::Infrastructure(_)))
@@ -370,7 +384,13 @@ mod tests {
         let mut held = Streams::default();
         let mut first = batch(Some(lot_events(true)));
         let jobs_1 = jobs(vec![job("a", None, hours(1, 2), "AB-1")]);
-        decide_all(&mut first, &jobs_1, &BookingPolicy::default()).await;
+        decide_all(
+            &mut first,
+            &jobs_1,
+            &BookingPolicy::default(),
+            &sealer(&jobs_1),
+        )
+        .await;
         held.hold(first.streams);
 
         // The next batch takes the held copies: the slot as the first batch left it.
@@ -385,7 +405,13 @@ mod tests {
             job("b", None, hours(1, 2), "AB-2"),
             job("c", None, hours(2, 3), "AB-3"),
         ]);
-        let decisions = decide_all(&mut second, &jobs_2, &BookingPolicy::default()).await;
+        let decisions = decide_all(
+            &mut second,
+            &jobs_2,
+            &BookingPolicy::default(),
+            &sealer(&jobs_2),
+        )
+        .await;
         let outcomes: Vec<_> = decisions.iter().map(outcome).collect();
         assert_eq!(outcomes, [Err("slot_already_reserved"), recorded(3)]);
         let slot_seen = second

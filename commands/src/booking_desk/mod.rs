@@ -469,7 +469,11 @@ impl Booker {
         jobs: &[Job],
     ) -> Result<(Streams, Vec<Decision>), CommandError> {
         let mut batch = self.load(held, jobs).await?;
-        let decisions = batch::decide_all(&mut batch, jobs, &self.policy).await;
+        // The drivers' data keys, so that deciding seals their vehicle numbers without I/O.
+        let drivers = jobs.iter().map(|job| job.driver.user_id);
+        let sealer = (self.log.keys().sealer(drivers).await)
+            .map_err(|e| CommandError::Infrastructure(Box::new(e)))?;
+        let decisions = batch::decide_all(&mut batch, jobs, &self.policy, &sealer).await;
         Ok((batch.streams, decisions))
     }
 

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::personal::ERASED;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("vehicle number must be 1 to 16 letters, digits, spaces or dashes")]
 pub struct InvalidVehicleNumber;
@@ -28,11 +30,20 @@ impl VehicleNumber {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The vehicle number of an erased person, as history reads it.
+    pub fn erased() -> Self {
+        Self(ERASED.to_owned())
+    }
 }
 
+/// The stored form: a plate, or [`ERASED`] (lower case: no plate reads so).
 impl TryFrom<String> for VehicleNumber {
     type Error = InvalidVehicleNumber;
     fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value == ERASED {
+            return Ok(Self::erased());
+        }
         Self::parse(&value)
     }
 }

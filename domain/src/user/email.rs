@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::personal::ERASED;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a valid e-mail address")]
 pub struct InvalidEmail(pub String);
@@ -30,11 +32,24 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The address of an erased person, as history reads it.
+    pub fn erased() -> Self {
+        Self(ERASED.to_owned())
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.0 == ERASED
+    }
 }
 
+/// The stored form: an address, or [`ERASED`].
 impl TryFrom<String> for Email {
     type Error = InvalidEmail;
     fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value == ERASED {
+            return Ok(Self::erased());
+        }
         Self::parse(&value)
     }
 }

@@ -14,8 +14,12 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use crate::actor::Role;
 use crate::error::{RuleError, Violation};
+use crate::personal::ERASED;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub enum UserCommand {
@@ -27,6 +31,9 @@ pub enum UserCommand {
     },
     /// A new password (as its hash), set by the operator: rotating a machine client's secret.
     SetPassword { password_hash: String },
+    /// The person asked to be forgotten (or an admin did it for them): their data key is
+    /// destroyed (`crate::personal`), and the account is closed for good.
+    Erase { by: Uuid, now: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -39,6 +46,9 @@ pub enum UserEvent {
     },
     /// The user's password hash. Sensitive: kept in the store, never published or shown.
     UserCredentialsSet { password_hash: String },
+    /// The person's data key was destroyed: their personal fields read [`ERASED`] everywhere,
+    /// and they can no longer sign in. Consumers holding copies of their data drop them.
+    UserErased { by: Uuid, at: DateTime<Utc> },
 }
 
 impl UserEvent {
@@ -51,6 +61,7 @@ impl DomainEvent for UserEvent {
         match self {
             UserEvent::UserRegistered { .. } => "UserRegistered",
             UserEvent::UserCredentialsSet { .. } => "UserCredentialsSet",
+            UserEvent::UserErased { .. } => "UserErased",
         }
         .to_owned()
     }
@@ -68,6 +79,8 @@ pub enum UserError {
     NotFound,
     #[error("full name must be 1 to 200 printable characters")]
     InvalidName,
+    #[error("this user was erased")]
+    Erased,
 }
 
 impl RuleError for UserError {
@@ -76,6 +89,7 @@ impl RuleError for UserError {
             UserError::AlreadyRegistered => "user_already_registered",
             UserError::NotFound => "user_not_found",
             UserError::InvalidName => "invalid_full_name",
+            UserError::Erased => "user_erased",
         }
     }
 
@@ -84,6 +98,7 @@ impl RuleError for UserError {
             UserError::AlreadyRegistered => Violation::Conflict,
             UserError::NotFound => Violation::NotFound,
             UserError::InvalidName => Violation::Invalid,
+            UserError::Erased => Violation::Forbidden,
         }
     }
 }
@@ -98,6 +113,9 @@ pub struct User {
     pub registered: Option<RegisteredUser>,
     /// Sensitive: never serialized into API answers, only into snapshots.
     pub password_hash: Option<String>,
+    /// Erased: the account is closed for good.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,8 +166,22 @@ impl Aggregate for User {
                 if self.registered.is_none() {
                     return Err(UserError::NotFound);
                 }
+                if self.erased {
+                    return Err(UserError::Erased);
+                }
                 sink.write(UserEvent::UserCredentialsSet { password_hash }, self)
                     .await;
+                Ok(())
+            }
+            UserCommand::Erase { by, now } => {
+                if self.registered.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                // Erasing twice is erasing once.
+                if !self.erased {
+                    sink.write(UserEvent::UserErased { by, at: now }, self)
+                        .await;
+                }
                 Ok(())
             }
         }
@@ -170,6 +202,14 @@ impl Aggregate for User {
             }
             UserEvent::UserCredentialsSet { password_hash } => {
                 self.password_hash = Some(password_hash);
+            }
+            UserEvent::UserErased { .. } => {
+                self.erased = true;
+                self.password_hash = None;
+                if let Some(registered) = &mut self.registered {
+                    registered.email = Email::erased();
+                    registered.full_name = ERASED.to_owned();
+                }
             }
         }
     }
@@ -218,6 +258,41 @@ mod tests {
             }])
             .when(register("Ada"))
             .then_expect_error(UserError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn erasing_closes_the_account_once() {
+        let registered = UserEvent::UserRegistered {
+            email: Email::parse("ada@example.com").unwrap(),
+            full_name: "Ada".to_owned(),
+            role: Role::User,
+        };
+        let erased = UserEvent::UserErased {
+            by: Uuid::nil(),
+            at: DateTime::UNIX_EPOCH,
+        };
+        let erase = || UserCommand::Erase {
+            by: Uuid::nil(),
+            now: DateTime::UNIX_EPOCH,
+        };
+        UserTest::with(())
+            .given(vec![registered.clone()])
+            .when(erase())
+            .then_expect_events(vec![erased.clone()]);
+        UserTest::with(())
+            .given(vec![registered.clone(), erased.clone()])
+            .when(erase())
+            .then_expect_events(vec![]);
+        UserTest::with(())
+            .given(vec![registered, erased])
+            .when(UserCommand::SetPassword {
+                password_hash: "$2b$04$x".into(),
+            })
+            .then_expect_error(UserError::Erased);
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(erase())
+            .then_expect_error(UserError::NotFound);
     }
 
     #[test]

@@ -248,7 +248,12 @@ async fn run() -> anyhow::Result<()> {
             .iter()
             .find(|m| m.name() == name)
             .expect("a projection");
-        let done = parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| {}).await?;
+        let done = parking_projections::rebuild::rebuild(
+            &parking_tests::event_log(&app.db),
+            model.as_ref(),
+            |_| {},
+        )
+        .await?;
         println!(
             "rebuild {name}: {} log positions in {:.1} s: {:.0} positions/s",
             done.events,

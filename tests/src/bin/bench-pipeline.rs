@@ -341,8 +341,12 @@ async fn run() -> anyhow::Result<()> {
     // Rebuilds, one projection at a time, with the server still running.
     let mut rebuilds = Vec::new();
     for model in parking_projections::all() {
-        let rebuilt =
-            parking_projections::rebuild::rebuild(&app.db, model.as_ref(), |_| {}).await?;
+        let rebuilt = parking_projections::rebuild::rebuild(
+            &parking_tests::event_log(&app.db),
+            model.as_ref(),
+            |_| {},
+        )
+        .await?;
         rebuilds.push((model.name(), rebuilt));
     }
 

@@ -42,7 +42,14 @@ fn reserve(hour: i64) -> SlotCommand {
 
 /// Registers a slot and gives it `history` reservation events.
 async fn slot_with_history(pool: &PgPool, history: i64) -> (String, i64) {
-    let bus = Bus::new(PgEventStore::<Slot>::new(pool.clone(), SNAPSHOTS), ());
+    let bus = Bus::new(
+        PgEventStore::<Slot>::new(
+            pool.clone(),
+            SNAPSHOTS,
+            parking_tests::event_log(pool).keys().clone(),
+        ),
+        (),
+    );
     let ctx = CommandContext::system("bench-seed".into(), Utc::now());
     let id = Uuid::new_v4().to_string();
     let register = SlotCommand::Register {
@@ -77,7 +84,14 @@ async fn clone_stream(pool: &PgPool, id: &str) -> anyhow::Result<String> {
 
 /// Commands per second for `n` sequential reservations on slot `id`, starting at `hour`.
 async fn measure(pool: &PgPool, snapshots: Snapshots, id: &str, hour: i64, n: i64) -> f64 {
-    let bus = Bus::new(PgEventStore::<Slot>::new(pool.clone(), snapshots), ());
+    let bus = Bus::new(
+        PgEventStore::<Slot>::new(
+            pool.clone(),
+            snapshots,
+            parking_tests::event_log(pool).keys().clone(),
+        ),
+        (),
+    );
     let ctx = CommandContext::system("bench".into(), Utc::now());
     let started = Instant::now();
     for i in 0..n {
