@@ -75,7 +75,11 @@ impl Application {
         } else {
             NearbyIndex::Box
         };
-        let keys = DataKeys::new(pool.clone(), config.data_key.clone());
+        let mut keys = DataKeys::new(pool.clone(), config.data_key.clone());
+        if !config.seal_personal_data {
+            tracing::warn!("personal data is recorded in clear (a benchmark's baseline)");
+            keys = keys.unsealed();
+        }
         // A wrong DATA_KEY_FILE stops the start here, not at the first read of personal data.
         keys.ready().await?;
         tokio::spawn(keys.clone().watch());

@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::keys::MasterKey;
 
+/// 2000-01-01T00:00:00Z in microseconds since the Unix epoch: where PostgreSQL counts from.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
 /// The hash before the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -52,8 +55,8 @@ pub struct ChainRow {
 /// The chain's next hash: SHA-256 of `previous`, then the row's position, aggregate type and
 /// id, sequence, event type and version, payload and metadata, and recording time, integers as
 /// 8-byte big-endian, texts as their 4-byte big-endian UTF-8 length then their bytes, the time
-/// as microseconds since the Unix epoch. `parking_event_hash` (migration 0018) is the same in
-/// SQL.
+/// as microseconds since 2000-01-01 UTC (PostgreSQL's binary form of a `timestamptz`).
+/// `parking_event_hash` (migration 0018) is the same in SQL.
 pub fn chain_hash(previous: &[u8; 32], row: &ChainRow) -> [u8; 32] {
     let mut hasher = Sha256::new();
     let text = |hasher: &mut Sha256, text: &str| {
@@ -69,7 +72,7 @@ pub fn chain_hash(previous: &[u8; 32], row: &ChainRow) -> [u8; 32] {
     text(&mut hasher, &row.event_version);
     text(&mut hasher, &row.payload);
     text(&mut hasher, &row.metadata);
-    hasher.update(row.recorded_at.timestamp_micros().to_be_bytes());
+    hasher.update((row.recorded_at.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
     hasher.finalize().into()
 }
 

@@ -71,6 +71,10 @@ pub struct Config {
     /// `DATA_KEY_FILE`: the master key (docs/audit.md). Unset: the audit's checkpoints are not
     /// signed, so a verification of the hash chain always starts from the first event.
     pub data_key: Option<MasterKey>,
+    /// Whether personal fields are sealed when recorded. Always true in a deployment (no
+    /// variable turns it off); `bench-pipeline` turns it off on a second server to measure what
+    /// sealing costs the booking path.
+    pub seal_personal_data: bool,
 }
 
 /// The publisher named in the DATEX II feed (`publicationCreator`).
@@ -380,6 +384,7 @@ impl Config {
                 }),
             },
             live: LiveConfig::from_lookup(&get)?,
+            seal_personal_data: true,
             data_key: get("DATA_KEY_FILE")
                 .map(|path| MasterKey::read(path.trim()))
                 .transpose()?,

@@ -23,6 +23,7 @@ use aes_gcm::Aes256Gcm;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use parking_domain::personal::ERASED;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -145,6 +146,8 @@ pub struct DataKeys {
 struct Inner {
     pool: PgPool,
     master: Option<MasterKey>,
+    /// Off only for a benchmark's baseline: events are recorded as they come.
+    sealing: bool,
     /// Wraps and unwraps data keys; made on first use (it may need the database).
     wrapping: OnceCell<Aes256Gcm>,
     cache: Mutex<HashMap<Uuid, Entry>>,
@@ -164,10 +167,21 @@ impl DataKeys {
             inner: Arc::new(Inner {
                 pool,
                 master,
+                sealing: true,
                 wrapping: OnceCell::new(),
                 cache: Mutex::default(),
             }),
         }
+    }
+
+    /// These keys, sealing nothing: only for a benchmark's baseline (what the booking path
+    /// costs without sealing). What was sealed before is still revealed. Called on new keys,
+    /// before they are shared.
+    pub fn unsealed(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("keys are made unsealed before they are shared")
+            .sealing = false;
+        self
     }
 
     /// Checks the master key against the database (at start-up, to fail there rather than on
@@ -249,6 +263,12 @@ impl DataKeys {
         &self,
         subjects: impl IntoIterator<Item = Uuid>,
     ) -> Result<Sealer, KeyError> {
+        if !self.inner.sealing {
+            return Ok(Sealer {
+                keys: HashMap::new(),
+                off: true,
+            });
+        }
         let subjects: HashSet<Uuid> = subjects.into_iter().collect();
         let unknown: Vec<Uuid> = (subjects.iter())
             .filter(|s| self.cached(s).is_none())
@@ -273,12 +293,16 @@ impl DataKeys {
         }
         Ok(Sealer {
             keys: self.entries(&subjects).await?,
+            off: false,
         })
     }
 
     /// Seals the personal fields of `events` (those [`PERSONAL`] lists) before they are
     /// appended.
     pub async fn seal(&self, events: &mut [NewEvent]) -> Result<(), SealError> {
+        if !self.inner.sealing {
+            return Ok(());
+        }
         let mut subjects = Vec::new();
         for event in events.iter() {
             if let Some((personal, payload)) = parsed(event)? {
@@ -300,14 +324,29 @@ impl DataKeys {
         if sealed.is_empty() {
             return Ok(());
         }
-        let mut payloads = Vec::with_capacity(sealed.len());
+        // The texts as `seal` wrote them are revealed in place, without parsing them; any
+        // other (written otherwise) goes through the JSON tree.
+        let (mut subjects, mut in_tree) = (HashSet::new(), Vec::new());
         for i in &sealed {
+            match sealed_spans(events[*i].payload.get()) {
+                Some(spans) => subjects.extend(spans.iter().map(|span| span.subject)),
+                None => in_tree.push(*i),
+            }
+        }
+        let entries = self.entries(&subjects).await?;
+        for i in sealed.iter().filter(|i| !in_tree.contains(i)) {
+            let revealed = reveal_text(events[*i].payload.get(), &entries)?;
+            events[*i].payload =
+                RawValue::from_string(revealed).map_err(|e| KeyError::Integrity(e.to_string()))?;
+        }
+        let mut payloads = Vec::with_capacity(in_tree.len());
+        for i in &in_tree {
             let payload: Value = serde_json::from_str(events[*i].payload.get())
                 .map_err(|e| KeyError::Integrity(e.to_string()))?;
             payloads.push(payload);
         }
         self.reveal_values(&mut payloads).await?;
-        for (i, payload) in sealed.into_iter().zip(payloads) {
+        for (i, payload) in in_tree.into_iter().zip(payloads) {
             events[i].payload =
                 serde_json::value::to_raw_value(&payload).expect("a JSON value serializes");
         }
@@ -381,6 +420,8 @@ impl DataKeys {
 /// Data keys resolved for sealing: seals without I/O.
 pub struct Sealer {
     keys: HashMap<Uuid, Entry>,
+    /// Seals nothing ([`DataKeys::unsealed`]).
+    off: bool,
 }
 
 impl Sealer {
@@ -395,12 +436,15 @@ impl Sealer {
                 )
             })
             .collect();
-        Self { keys }
+        Self { keys, off: false }
     }
 
     /// Seals the personal fields of `events` (those [`PERSONAL`] lists) before they are
     /// appended. Each event's person must be among those the sealer was made for.
     pub fn seal(&self, events: &mut [NewEvent]) -> Result<(), SealError> {
+        if self.off {
+            return Ok(());
+        }
         for event in events {
             let Some((personal, mut payload)) = parsed(event)? else {
                 continue;
@@ -465,6 +509,61 @@ fn subject_of(event: &NewEvent, personal: &PersonalFields, payload: &Value) -> O
 /// mentions the word is escaped (`\"sealed\":`), so it cannot match.
 fn looks_sealed(payload: &str) -> bool {
     payload.contains("{\"sealed\":\"")
+}
+
+/// A sealed value inside a stored JSON text, as [`seal`] writes it (compact):
+/// `"<field>":{"sealed":"<subject>:<blob>"}`, from the `{` to the `}`.
+struct Span<'a> {
+    start: usize,
+    end: usize,
+    field: &'a str,
+    subject: Uuid,
+    blob: &'a str,
+}
+
+/// The sealed values in `text`, in order; `None` if one of them is not in the form [`seal`]
+/// writes. (A sealed string holds a UUID, a colon and base64url: no quote, no escape.)
+fn sealed_spans(text: &str) -> Option<Vec<Span<'_>>> {
+    const MARKER: &str = "{\"sealed\":\"";
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = text[from..].find(MARKER) {
+        let start = from + found;
+        let named = text[..start].strip_suffix("\":")?;
+        let field = &named[named.rfind('"')? + 1..];
+        let inner = start + MARKER.len();
+        let length = text[inner..].find("\"}")?;
+        let (subject, blob) = text[inner..inner + length].split_once(':')?;
+        let end = inner + length + 2;
+        spans.push(Span {
+            start,
+            end,
+            field,
+            subject: subject.parse().ok()?,
+            blob,
+        });
+        from = end;
+    }
+    Some(spans)
+}
+
+/// `text` with each sealed value (see [`sealed_spans`]) replaced by its text, or [`ERASED`].
+fn reveal_text(text: &str, entries: &HashMap<Uuid, Entry>) -> Result<String, KeyError> {
+    let spans = sealed_spans(text)
+        .ok_or_else(|| KeyError::Integrity("a sealed value is not as written".into()))?;
+    let mut revealed = String::with_capacity(text.len());
+    let mut at = 0;
+    for span in spans {
+        revealed.push_str(&text[at..span.start]);
+        let plain = match entries.get(&span.subject) {
+            Some(Entry::Live(key)) => open(key, span.subject, span.field, span.blob)?,
+            _ => ERASED.to_owned(),
+        };
+        revealed.push_str(&Value::String(plain).to_string());
+        at = span.end;
+    }
+    revealed.push_str(&text[at..]);
+    Ok(revealed)
 }
 
 /// The sealed form of `text`.
@@ -694,6 +793,27 @@ mod tests {
         assert_eq!(fields["vehicle_number"], "AB-123");
         assert_eq!(fields["other"]["vehicle_number"], ERASED);
         assert!(!looks_sealed(&payload.to_string()));
+    }
+
+    #[test]
+    fn a_stored_text_is_revealed_as_its_tree_would_be() {
+        let (k, alive, gone) = (key(), Uuid::new_v4(), Uuid::new_v4());
+        let payload = serde_json::json!({"ReviewSubmitted": {
+            "user_id": alive,
+            "comment": seal(&k, alive, "comment", "a \"quoted\" \\ word, and é"),
+            "other": {"comment": seal(&k, gone, "comment", "gone")},
+        }});
+        let entries = HashMap::from([(alive, Entry::Live(Box::new(k))), (gone, Entry::Erased)]);
+        let text = reveal_text(&payload.to_string(), &entries).unwrap();
+        let mut tree = payload.clone();
+        reveal_in(&mut tree, None, &entries).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), tree);
+        assert_eq!(
+            tree["ReviewSubmitted"]["comment"],
+            "a \"quoted\" \\ word, and é"
+        );
+        // Not as `seal` writes it: left to the tree.
+        assert!(sealed_spans("{\"comment\": {\"sealed\":\"x\"}}").is_none());
     }
 
     #[test]

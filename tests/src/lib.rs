@@ -104,6 +104,15 @@ pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
     spawn_node(fresh_database().await, settings).await
 }
 
+/// [`spawn_app_with`], with the configuration then changed by `configure` (for what no
+/// variable sets).
+pub async fn spawn_app_configured(
+    settings: &[(&'static str, &str)],
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_node_configured(fresh_database().await, settings, configure).await
+}
+
 /// Another node of the same deployment: a second server on `app`'s database, with its own
 /// projector and relay.
 pub async fn spawn_second_node(app: &TestApp, settings: &[(&'static str, &str)]) -> TestApp {
@@ -111,11 +120,20 @@ pub async fn spawn_second_node(app: &TestApp, settings: &[(&'static str, &str)])
 }
 
 async fn spawn_node(database_url: String, settings: &[(&'static str, &str)]) -> TestApp {
+    spawn_node_configured(database_url, settings, |_| {}).await
+}
+
+async fn spawn_node_configured(
+    database_url: String,
+    settings: &[(&'static str, &str)],
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let vars: HashMap<&str, String> = server_settings(&database_url, "127.0.0.1:0")
         .into_iter()
         .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
         .collect();
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
+    let mut config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
+    configure(&mut config);
     parking_infra::telemetry::init(parking_infra::telemetry::LogFormat::Pretty);
     let app = Application::build(&config).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -20,7 +20,9 @@
 //! (`BENCH_SECONDS`, default 5; `BENCH_CLIENTS`, default 16; `BENCH_ROUNDS`, default 1: the
 //! raw inserts and the bookings alternate in that many rounds sharing `BENCH_SECONDS` each, and
 //! each round's ratio is printed too; `BENCH_NO_RELAY=1`: no relay during the first booking
-//! load).
+//! load; `BENCH_AUDIT_BASELINE=1`: each round also books on a second server whose database
+//! appends without the hash chain and which records personal data in clear, to measure what
+//! tamper evidence and erasure cost the booking path; neither server runs a relay then).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -250,8 +252,15 @@ async fn run() -> anyhow::Result<()> {
     let log = app.log.clone().expect("a server in this process");
     // BENCH_NO_RELAY=1 leaves the relay (and the broker's work) out of the booking load, to see
     // what publishing costs the command path.
-    let live_relay = (env("BENCH_NO_RELAY", 0) == 0)
+    // BENCH_AUDIT_BASELINE=1 compares with a server without the hash chain and sealing, and
+    // without a relay on either side (the baseline has no broker of its own).
+    let audit_baseline = env("BENCH_AUDIT_BASELINE", 0) == 1;
+    let live_relay = (env("BENCH_NO_RELAY", 0) == 0 && !audit_baseline)
         .then(|| tokio::spawn(Relay::new(log.clone(), kafka.clone()).run()));
+    let baseline = match audit_baseline {
+        true => Some(Arc::new(baseline_app().await?)),
+        false => None,
+    };
 
     // The baseline and the booking load alternate, in rounds, so that a machine whose speed
     // drifts during the run (this shared one does, by 10 % and more) weighs on both alike; each
@@ -259,12 +268,38 @@ async fn run() -> anyhow::Result<()> {
     let rounds = env("BENCH_ROUNDS", 1).clamp(1, seconds.max(1));
     let slice = seconds / rounds;
     let mut drivers = Drivers::prepare(&app, clients).await;
+    let mut baseline_drivers = match &baseline {
+        Some(baseline) => Some(Drivers::prepare(baseline, clients).await),
+        None => None,
+    };
     let mut raws = Vec::new();
     let mut loads = Vec::new();
-    for _ in 0..rounds {
+    let mut baseline_loads = Vec::new();
+    for round in 0..rounds {
         raws.push(raw_inserts(&app.database_url, clients, slice).await?);
+        // With a baseline, the two servers take turns going first, and each load starts on a
+        // quiet database (the one before it caught up and checkpointed).
+        let baseline_first = round % 2 == 1;
+        if let (Some(baseline), Some(drivers), true) =
+            (&baseline, &mut baseline_drivers, baseline_first)
+        {
+            baseline_loads.push(bookings(baseline, drivers, slice).await);
+            quiesce(baseline).await?;
+        }
         loads.push(bookings(&app, &mut drivers, slice).await);
+        if let (Some(baseline), Some(drivers), false) =
+            (&baseline, &mut baseline_drivers, baseline_first)
+        {
+            quiesce(&app).await?;
+            baseline_loads.push(bookings(baseline, drivers, slice).await);
+        }
     }
+    let audit_ratios: Vec<f64> = loads
+        .iter()
+        .zip(&baseline_loads)
+        .map(|(with, without)| with.per_second / without.per_second)
+        .collect();
+    let baseline_load = (!baseline_loads.is_empty()).then(|| Load::combined(baseline_loads));
     let round_ratios: Vec<f64> = raws
         .iter()
         .zip(&loads)
@@ -397,6 +432,23 @@ async fn run() -> anyhow::Result<()> {
         store_fed.per_second / reads
     );
     println!("acknowledged -> read shows it (ms)   : {}", store_fed.lag());
+    if let Some(without) = &baseline_load {
+        let each: Vec<String> = audit_ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "without hash chain and sealing       : {:>8.0} bookings/s (failed: {})",
+            without.per_second, without.failed
+        );
+        println!(
+            "CPU per booking without them         : {}",
+            without.cpu.per(without.per_second * seconds as f64)
+        );
+        println!(
+            "bookings/s with / without them       : {:>8.3} (each round: {})",
+            store_fed.per_second / without.per_second,
+            each.join(", ")
+        );
+        println!("acknowledged -> read, without them (ms): {}", without.lag());
+    }
     println!(
         "with PROJECTION_SOURCE=kafka         : {:>8.0} bookings/s (failed: {}); acknowledged -> read shows it (ms): {}",
         kafka_fed.per_second,
@@ -419,6 +471,48 @@ async fn run() -> anyhow::Result<()> {
         "(database {} is left for inspection; scripts/test.sh drops it)",
         app.database_url
     );
+    Ok(())
+}
+
+/// A second server, on a database of its own whose appends do not chain their events (the
+/// append of migration 0009, before migration 0018 added the hash chain) and which records
+/// personal data in clear: the booking path without tamper evidence and erasure.
+async fn baseline_app() -> anyhow::Result<parking_tests::TestApp> {
+    let app =
+        parking_tests::spawn_app_configured(&[("DATABASE_MAX_CONNECTIONS", "40")], |config| {
+            config.seal_personal_data = false
+        })
+        .await;
+    const BEFORE_CHAIN: &str =
+        include_str!("../../../infra/migrations/0009_append_chained_batches.sql");
+    let start = BEFORE_CHAIN
+        .find("CREATE FUNCTION parking_append_events(")
+        .expect("migration 0009 creates the append");
+    let end = start + BEFORE_CHAIN[start..].find("$$;").expect("its body ends") + 3;
+    let unchained =
+        BEFORE_CHAIN[start..end].replacen("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1);
+    sqlx::query(&unchained).execute(&app.db).await?;
+    Ok(app)
+}
+
+/// Lets `app`'s read models catch up with its log, then checkpoints the database server: the
+/// next load does not pay for this one's work.
+async fn quiesce(app: &parking_tests::TestApp) -> anyhow::Result<()> {
+    let head = parking_infra::log::recorded_head(&app.db).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM log_checkpoints WHERE consumer LIKE 'projection:%' AND position < $1",
+        )
+        .bind(head)
+        .fetch_one(&app.db)
+        .await?;
+        if behind == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query("CHECKPOINT").execute(&app.db).await?;
     Ok(())
 }
 
