@@ -249,11 +249,7 @@ pub async fn history(config: &Config, command: HistoryCommand) -> anyhow::Result
             output,
         } => {
             if let Some(kind) = aggregate_type.as_deref() {
-                anyhow::ensure!(
-                    history::AGGREGATE_TYPES.contains(&kind),
-                    "no aggregate type {kind:?}; the types are {:?}",
-                    history::AGGREGATE_TYPES
-                );
+                history::aggregate_type(kind)?;
             }
             let head = parking_infra::log::recorded_head(&pool).await?;
             let filter = history::LogFilter {

@@ -133,6 +133,22 @@ pub struct BrokenLink {
     pub detail: String,
 }
 
+impl BrokenLink {
+    /// A link with no event to name (a position without one, the head), nor hashes.
+    fn without_event(position: i64, problem: Problem, detail: String) -> Self {
+        Self {
+            position,
+            problem,
+            aggregate_type: None,
+            aggregate_id: None,
+            sequence: None,
+            recorded_hash: None,
+            computed_hash: None,
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Problem {
@@ -339,15 +355,10 @@ impl Walk {
             }));
         }
         if row.global_position != self.expected {
-            return Some(BrokenLink {
-                position: self.expected,
-                problem: Problem::Missing,
-                aggregate_type: None,
-                aggregate_id: None,
-                sequence: None,
-                recorded_hash: None,
-                computed_hash: None,
-                detail: format!(
+            return Some(BrokenLink::without_event(
+                self.expected,
+                Problem::Missing,
+                format!(
                     "no event has position {}; the next one is {} ({} {} #{})",
                     self.expected,
                     row.global_position,
@@ -355,7 +366,7 @@ impl Walk {
                     row.aggregate_id,
                     row.sequence
                 ),
-            });
+            ));
         }
         let computed = chain_hash(&self.previous, &row);
         self.expected += 1;
@@ -375,29 +386,21 @@ impl Walk {
         }
         let last = self.expected - 1;
         if last != head_position {
-            return Some(BrokenLink {
-                position: self.expected,
-                problem: Problem::Missing,
-                aggregate_type: None,
-                aggregate_id: None,
-                sequence: None,
-                recorded_hash: None,
-                computed_hash: None,
-                detail: format!(
-                    "the log's head is at position {head_position}, but its last event is at {last}"
-                ),
-            });
+            return Some(BrokenLink::without_event(
+                self.expected,
+                Problem::Missing,
+                format!("the log's head is at position {head_position}, but its last event is at {last}"),
+            ));
         }
         if self.previous.as_slice() != head_hash {
             return Some(BrokenLink {
-                position: head_position,
-                problem: Problem::HeadMismatch,
-                aggregate_type: None,
-                aggregate_id: None,
-                sequence: None,
                 recorded_hash: Some(hex::encode(head_hash)),
                 computed_hash: Some(hex::encode(self.previous)),
-                detail: "the head's hash is not the chain's hash at its last event".to_owned(),
+                ..BrokenLink::without_event(
+                    head_position,
+                    Problem::HeadMismatch,
+                    "the head's hash is not the chain's hash at its last event".to_owned(),
+                )
             });
         }
         None
@@ -459,14 +462,12 @@ fn anchor_breaks(checkpoint: &Checkpoint, anchor: Option<&ChainRow>) -> Option<B
                 .to_owned(),
         }),
         None => Some(BrokenLink {
-            position: checkpoint.position,
-            problem: Problem::Missing,
-            aggregate_type: None,
-            aggregate_id: None,
-            sequence: None,
-            recorded_hash: None,
             computed_hash: Some(hex::encode(checkpoint.hash)),
-            detail: "the event a signed checkpoint verified is gone".to_owned(),
+            ..BrokenLink::without_event(
+                checkpoint.position,
+                Problem::Missing,
+                "the event a signed checkpoint verified is gone".to_owned(),
+            )
         }),
     }
 }

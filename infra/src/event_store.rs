@@ -89,7 +89,7 @@ impl<A: Aggregate> PgEventStore<A> {
     /// events may carry any.
     async fn reveal(
         &self,
-        values: &mut [serde_json::Value],
+        values: Vec<&mut serde_json::Value>,
     ) -> Result<(), AggregateError<A::Error>> {
         if !personal::may_be_sealed(A::TYPE) {
             return Ok(());
@@ -104,13 +104,8 @@ impl<A: Aggregate> PgEventStore<A> {
         &self,
         events: &mut [SerializedEvent],
     ) -> Result<(), AggregateError<A::Error>> {
-        let mut payloads: Vec<serde_json::Value> =
-            events.iter_mut().map(|e| e.payload.take()).collect();
-        let revealed = self.reveal(&mut payloads).await;
-        for (event, payload) in events.iter_mut().zip(payloads) {
-            event.payload = payload;
-        }
-        revealed
+        self.reveal(events.iter_mut().map(|e| &mut e.payload).collect())
+            .await
     }
 
     /// Replaces the upcasters of [`crate::upcasting::for_aggregate`] (for tests of upcasting).
@@ -208,16 +203,8 @@ impl<A: Aggregate> PgEventStore<A> {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
-        let had_tail: Vec<bool> = rows.iter().map(|row| row.3.is_some()).collect();
-        let mut tails: Vec<serde_json::Value> =
-            rows.iter_mut().filter_map(|row| row.3.take()).collect();
-        self.reveal(&mut tails).await?;
-        let mut tails = tails.into_iter();
-        for (row, had) in rows.iter_mut().zip(had_tail) {
-            if had {
-                row.3 = tails.next();
-            }
-        }
+        self.reveal(rows.iter_mut().filter_map(|row| row.3.as_mut()).collect())
+            .await?;
         let mut loaded = Vec::with_capacity(rows.len());
         for (aggregate_id, snapshot_sequence, snapshot, tail) in rows {
             let from_snapshot = snapshot_sequence.zip(snapshot).and_then(|(sequence, payload)| {

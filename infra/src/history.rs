@@ -3,7 +3,7 @@
 //! replayed from its events with the upcasters. Events are shown in the Kafka contract's
 //! envelope (`kafka::envelope_text`), states with the same secrets left out.
 
-use crate::log::{DecodeError, EventLog, LoggedEvent};
+use crate::log::{select_logged_events, DecodeError, EventLog, LoggedEvent};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use parking_domain::booking::Booking;
@@ -26,6 +26,20 @@ pub const AGGREGATE_TYPES: [&str; 7] = [
     "email_claim",
 ];
 
+/// An aggregate type the store does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no aggregate type {0:?}; the types are {AGGREGATE_TYPES:?}")]
+pub struct UnknownType(pub String);
+
+/// `raw` as one of [`AGGREGATE_TYPES`].
+pub fn aggregate_type(raw: &str) -> Result<&'static str, UnknownType> {
+    AGGREGATE_TYPES
+        .iter()
+        .find(|t| **t == raw)
+        .copied()
+        .ok_or_else(|| UnknownType(raw.to_owned()))
+}
+
 /// Which events of the log to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
@@ -46,17 +60,15 @@ pub async fn read_filtered(
     filter: &LogFilter,
     limit: i64,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    let mut events = sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, recorded_at
-           FROM events
-          WHERE global_position > $1 AND global_position <= $2
+    let mut events = sqlx::query_as(concat!(
+        select_logged_events!(),
+        " WHERE global_position > $1 AND global_position <= $2
             AND ($3::text IS NULL OR aggregate_type = $3)
             AND ($4::timestamptz IS NULL OR recorded_at >= $4)
             AND ($5::timestamptz IS NULL OR recorded_at < $5)
           ORDER BY global_position
-          LIMIT $6",
-    )
+          LIMIT $6"
+    ))
     .bind(filter.after)
     .bind(filter.up_to.unwrap_or(i64::MAX))
     .bind(filter.aggregate_type.as_deref())
@@ -77,14 +89,12 @@ pub async fn read_stream(
     aggregate_id: &str,
     until: Option<DateTime<Utc>>,
 ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    let mut events = sqlx::query_as(
-        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, recorded_at
-           FROM events
-          WHERE aggregate_type = $1 AND aggregate_id = $2 AND global_position IS NOT NULL
+    let mut events = sqlx::query_as(concat!(
+        select_logged_events!(),
+        " WHERE aggregate_type = $1 AND aggregate_id = $2 AND global_position IS NOT NULL
             AND ($3::timestamptz IS NULL OR recorded_at <= $3)
-          ORDER BY sequence",
-    )
+          ORDER BY sequence"
+    ))
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(until)
@@ -113,8 +123,8 @@ pub struct StateAt {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("unknown aggregate type {0:?}")]
-    UnknownType(String),
+    #[error(transparent)]
+    UnknownType(#[from] UnknownType),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A stored event its aggregate cannot read (a defect: upcasters must cover every version).
@@ -130,9 +140,7 @@ pub async fn state_at(
     aggregate_id: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<StateAt>, StateError> {
-    if !AGGREGATE_TYPES.contains(&aggregate_type) {
-        return Err(StateError::UnknownType(aggregate_type.to_owned()));
-    }
+    let aggregate_type = self::aggregate_type(aggregate_type)?;
     let events = read_stream(log, aggregate_type, aggregate_id, Some(at)).await?;
     let Some(last) = events.last() else {
         return Ok(None);
@@ -145,7 +153,7 @@ pub async fn state_at(
         "review" => replay::<Review>(&events)?,
         "user" => replay::<User>(&events)?,
         "email_claim" => replay::<EmailClaim>(&events)?,
-        other => return Err(StateError::UnknownType(other.to_owned())),
+        other => return Err(UnknownType(other.to_owned()).into()),
     };
     leave_out_secrets(aggregate_type, &mut state);
     Ok(Some(StateAt {

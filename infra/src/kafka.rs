@@ -74,22 +74,25 @@ pub fn encode(event: &LoggedEvent) -> Option<Published> {
     if !PUBLISHED_AGGREGATES.contains(&event.aggregate_type.as_str()) {
         return None;
     }
-    let (value, headers) = encoded(event);
-    Some(Published {
+    Some(with_envelope(event, |envelope| Published {
         topic: topic(&event.aggregate_type),
-        headers,
-        value,
-    })
+        value: to_value(envelope),
+        headers: headers(envelope),
+    }))
 }
 
 /// The envelope of any logged event, published or not, with the same secrets left out as
 /// [`encode`] leaves out: what the audit API and `history export` write, one per line.
 pub fn envelope_text(event: &LoggedEvent) -> Vec<u8> {
-    encoded(event).0
+    with_envelope(event, to_value)
 }
 
-/// The value and headers of `event` as [`encode`] describes them.
-fn encoded(event: &LoggedEvent) -> (Vec<u8>, OwnedHeaders) {
+fn to_value(envelope: &Outgoing<'_>) -> Vec<u8> {
+    serde_json::to_vec(envelope).expect("an envelope of JSON texts serializes")
+}
+
+/// `use_it` applied to the envelope of `event` as [`encode`] describes it.
+fn with_envelope<R>(event: &LoggedEvent, use_it: impl FnOnce(&Outgoing<'_>) -> R) -> R {
     let redacted: Box<RawValue>;
     let payload: &RawValue = match (event.aggregate_type.as_str(), event.event_type.as_str()) {
         ("user", "UserCredentialsSet") => empty_object(),
@@ -125,8 +128,7 @@ fn encoded(event: &LoggedEvent) -> (Vec<u8>, OwnedHeaders) {
         metadata: &event.metadata,
         recorded_at: event.recorded_at,
     };
-    let value = serde_json::to_vec(&envelope).expect("an envelope of JSON texts serializes");
-    (value, headers(&envelope))
+    use_it(&envelope)
 }
 
 /// A logged event as published: its topic, value and headers (the key is its aggregate id).

@@ -130,6 +130,7 @@ macro_rules! select_logged_events {
            FROM events"
     };
 }
+pub(crate) use select_logged_events;
 
 /// The events after `position`, in order, at most `limit`, read on `db` (so a consumer can read
 /// and record its progress in one transaction).

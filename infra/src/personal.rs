@@ -345,7 +345,7 @@ impl DataKeys {
                 .map_err(|e| KeyError::Integrity(e.to_string()))?;
             payloads.push(payload);
         }
-        self.reveal_values(&mut payloads).await?;
+        self.reveal_values(payloads.iter_mut().collect()).await?;
         for (i, payload) in in_tree.into_iter().zip(payloads) {
             events[i].payload =
                 serde_json::value::to_raw_value(&payload).expect("a JSON value serializes");
@@ -354,10 +354,10 @@ impl DataKeys {
     }
 
     /// Reveals the sealed fields anywhere inside `values`, in place.
-    pub async fn reveal_values(&self, values: &mut [Value]) -> Result<(), KeyError> {
+    pub async fn reveal_values(&self, mut values: Vec<&mut Value>) -> Result<(), KeyError> {
         let mut subjects = HashSet::new();
-        for value in values.iter() {
-            visit_sealed(value, &mut |subject, _| {
+        for value in &values {
+            visit_sealed(value, &mut |subject| {
                 subjects.insert(subject);
             });
         }
@@ -601,9 +601,10 @@ fn sealed_parts(value: &Value) -> Option<(Uuid, &str)> {
     Some((subject.parse().ok()?, blob))
 }
 
-fn visit_sealed(value: &Value, found: &mut impl FnMut(Uuid, &str)) {
-    if let Some((subject, blob)) = sealed_parts(value) {
-        found(subject, blob);
+/// Calls `found` with the person of every sealed value inside `value`.
+fn visit_sealed(value: &Value, found: &mut impl FnMut(Uuid)) {
+    if let Some((subject, _)) = sealed_parts(value) {
+        found(subject);
         return;
     }
     match value {

@@ -315,6 +315,17 @@ async fn read(
     .unwrap()
 }
 
+/// How many of the store's events the relay publishes (those of the contract's aggregates).
+pub async fn published_count(db: &sqlx::PgPool) -> usize {
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
+            .bind(&kafka::PUBLISHED_AGGREGATES[..])
+            .fetch_one(db)
+            .await
+            .unwrap();
+    count as usize
+}
+
 /// Checks everything the contract promises about `received` against the event store, and that
 /// every published event arrived exactly once, in each aggregate's order.
 pub async fn assert_published_exactly_once(db: &sqlx::PgPool, received: &[Received]) {

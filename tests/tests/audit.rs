@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use parking_infra::kafka::Envelope;
 use parking_tests::history::{Place, Script};
-use parking_tests::kafka::{read_all, Broker};
+use parking_tests::kafka::{published_count, read_all, Broker, Received};
 use parking_tests::{parking_api, spawn_app, spawn_app_with, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -369,20 +369,7 @@ async fn an_export_of_a_range_equals_that_range_read_from_kafka() {
     some_history(&app).await;
     some_history(&app).await;
     let head = head(&app).await;
-    let published: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events
-          WHERE aggregate_type IN ('lot', 'slot', 'booking', 'payment', 'review', 'user')",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    let received = read_all(
-        &broker.address(),
-        published as usize,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(received.len(), published as usize);
+    let received = all_published(&app, &broker).await;
 
     let (after, up_to) = (head / 4, head * 3 / 4);
     let file = std::env::temp_dir().join(format!("export-{}.ndjson", Uuid::new_v4()));
@@ -420,6 +407,14 @@ async fn an_export_of_a_range_equals_that_range_read_from_kafka() {
         }
     }
     assert!(compared > 0);
+}
+
+/// Every event of `app`'s store the relay publishes, read from `broker`: all of them arrive.
+async fn all_published(app: &TestApp, broker: &Broker) -> Vec<Received> {
+    let published = published_count(&app.db).await;
+    let received = read_all(&broker.address(), published, Duration::from_secs(60)).await;
+    assert_eq!(received.len(), published);
+    received
 }
 
 /// `GET /audit/verify`'s report.
@@ -733,20 +728,7 @@ async fn an_erased_persons_data_reads_erased_everywhere_and_history_still_holds(
         ],
     )
     .await;
-    let published: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events
-          WHERE aggregate_type IN ('lot', 'slot', 'booking', 'payment', 'review', 'user')",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    let received = read_all(
-        &broker.address(),
-        published as usize,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(received.len(), published as usize);
+    let received = all_published(&app, &broker).await;
     let on_kafka = format!(
         "{:?}",
         received.iter().map(|r| &r.envelope).collect::<Vec<_>>()

@@ -9,10 +9,19 @@ use parking_domain::slot::{Slot, SlotCommand};
 use parking_domain::time::TimeRange;
 use parking_infra::event_store::{event_id, Snapshots};
 use parking_infra::PgEventStore;
-use parking_tests::{hours_from_now, spawn_app};
+use parking_tests::{hours_from_now, spawn_app, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+/// An event store of `A`'s streams on `app`'s database, as the server's own.
+fn event_store<A: cqrs_es::Aggregate>(app: &TestApp, snapshots: Snapshots) -> PgEventStore<A> {
+    PgEventStore::new(
+        app.db.clone(),
+        snapshots,
+        parking_tests::event_log(&app.db).keys().clone(),
+    )
+}
 
 #[tokio::test]
 async fn every_accepted_command_is_an_event_row_with_its_metadata() {
@@ -109,14 +118,7 @@ async fn registered_slot(
     app: &parking_tests::TestApp,
     snapshots: Snapshots,
 ) -> (Bus<Slot>, String, CommandContext) {
-    let bus = Bus::new(
-        PgEventStore::<Slot>::new(
-            app.db.clone(),
-            snapshots,
-            parking_tests::event_log(&app.db).keys().clone(),
-        ),
-        (),
-    );
+    let bus = Bus::new(event_store::<Slot>(app, snapshots), ());
     let slot_id = Uuid::new_v4().to_string();
     let ctx = CommandContext::for_request(None, "test".into(), at(0));
     let register = SlotCommand::Register {
@@ -166,16 +168,8 @@ async fn a_snapshotted_slot_loads_exactly_as_a_full_replay() {
     let snapshots = EVERY_FIVE;
     let slot_id = busy_slot(&app, snapshots).await;
 
-    let with_snapshots = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        snapshots,
-        parking_tests::event_log(&app.db).keys().clone(),
-    );
-    let replay_only = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        Snapshots::Never,
-        parking_tests::event_log(&app.db).keys().clone(),
-    );
+    let with_snapshots = event_store::<Slot>(&app, snapshots);
+    let replay_only = event_store::<Slot>(&app, Snapshots::Never);
     let from_snapshot = with_snapshots.load_aggregate(&slot_id).await.unwrap();
     let replayed = replay_only.load_aggregate(&slot_id).await.unwrap();
     assert_eq!(from_snapshot.aggregate, replayed.aggregate);
@@ -209,22 +203,17 @@ async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
     let app = spawn_app().await;
     let snapshots = EVERY_FIVE;
     let slot_id = busy_slot(&app, snapshots).await;
-    let replayed = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        Snapshots::Never,
-        parking_tests::event_log(&app.db).keys().clone(),
-    )
-    .load_aggregate(&slot_id)
-    .await
-    .unwrap();
+    let replayed = event_store::<Slot>(&app, Snapshots::Never)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
 
-    let newer_schema = PgEventStore::<Slot>::new(
-        app.db.clone(),
+    let newer_schema = event_store::<Slot>(
+        &app,
         Snapshots::Every {
             every: 5,
             schema: 2,
         },
-        parking_tests::event_log(&app.db).keys().clone(),
     );
     let loaded = newer_schema.load_aggregate(&slot_id).await.unwrap();
     assert_eq!(loaded.current_snapshot, None);
@@ -235,14 +224,10 @@ async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
         .execute(&app.db)
         .await
         .unwrap();
-    let loaded = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        snapshots,
-        parking_tests::event_log(&app.db).keys().clone(),
-    )
-    .load_aggregate(&slot_id)
-    .await
-    .unwrap();
+    let loaded = event_store::<Slot>(&app, snapshots)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
     assert_eq!(loaded.current_snapshot, None);
     assert_eq!(loaded.aggregate, replayed.aggregate);
 }
@@ -296,21 +281,10 @@ async fn an_old_event_version_is_read_through_its_upcaster() {
         };
         vec![Box::new(upcaster) as Box<dyn cqrs_es::persist::EventUpcaster>]
     };
-    let store = || {
-        PgEventStore::<ParkingLot>::new(
-            app.db.clone(),
-            Snapshots::Never,
-            parking_tests::event_log(&app.db).keys().clone(),
-        )
-        .with_upcasters(upcaster())
-    };
+    let store = || event_store::<ParkingLot>(&app, Snapshots::Never).with_upcasters(upcaster());
 
     // Without the upcaster the old shape does not load: the test is about the upcaster.
-    let plain = PgEventStore::<ParkingLot>::new(
-        app.db.clone(),
-        Snapshots::Never,
-        parking_tests::event_log(&app.db).keys().clone(),
-    );
+    let plain = event_store::<ParkingLot>(&app, Snapshots::Never);
     assert!(plain.load_aggregate(&lot_id).await.is_err());
 
     let lot = store()
@@ -367,11 +341,7 @@ async fn several_streams_load_in_one_call_exactly_as_each_alone() {
     let busy = busy_slot(&app, snapshots).await;
     let other = busy_slot(&app, Snapshots::Never).await;
     let unknown = Uuid::new_v4().to_string();
-    let store = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        snapshots,
-        parking_tests::event_log(&app.db).keys().clone(),
-    );
+    let store = event_store::<Slot>(&app, snapshots);
 
     let ids = [other.clone(), unknown.clone(), busy.clone()];
     let together = store.load_many(&ids).await.unwrap();
@@ -426,22 +396,14 @@ async fn a_large_snapshot_is_compressed_with_lz4_and_loads_as_a_replay() {
     );
     assert_eq!(compression.as_deref(), Some("lz4"));
 
-    let from_snapshot = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        EVERY_FIVE,
-        parking_tests::event_log(&app.db).keys().clone(),
-    )
-    .load_aggregate(&slot_id)
-    .await
-    .unwrap();
-    let replayed = PgEventStore::<Slot>::new(
-        app.db.clone(),
-        Snapshots::Never,
-        parking_tests::event_log(&app.db).keys().clone(),
-    )
-    .load_aggregate(&slot_id)
-    .await
-    .unwrap();
+    let from_snapshot = event_store::<Slot>(&app, EVERY_FIVE)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
+    let replayed = event_store::<Slot>(&app, Snapshots::Never)
+        .load_aggregate(&slot_id)
+        .await
+        .unwrap();
     assert_eq!(from_snapshot.current_snapshot, Some(60));
     assert_eq!(from_snapshot.aggregate, replayed.aggregate);
     assert_eq!(from_snapshot.aggregate.reservations.len(), 60);

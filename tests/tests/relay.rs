@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use parking_tests::kafka::{
-    assert_published_exactly_once, read_all, read_all_with, read_exactly, Broker, TlsBroker,
+    assert_published_exactly_once, published_count, read_all, read_all_with, read_exactly, Broker,
+    TlsBroker,
 };
 use parking_tests::{
     assert_read_models_equal_a_rebuild, hours_from_now, spawn_app_with, ServerProcess, TestApp,
@@ -14,18 +15,6 @@ use parking_tests::{
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
-
-/// Published events in the store (those of the contract's aggregates).
-async fn published_count(app: &TestApp) -> usize {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events
-          WHERE aggregate_type IN ('lot', 'slot', 'booking', 'payment', 'review', 'user')",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    count as usize
-}
 
 /// Waits until the relay's checkpoint has reached the head of the log.
 async fn relayed(app: &TestApp, within: Duration) {
@@ -158,7 +147,7 @@ async fn every_event_reaches_kafka_once_in_order_with_the_contract() {
     assert_eq!(done, per_client * clients, "every command accepted");
 
     relayed(&app, Duration::from_secs(120)).await;
-    let expected = published_count(&app).await;
+    let expected = published_count(&app.db).await;
     // Nothing more trickles in after them: exactly once, not at least once.
     let received = read_exactly(&broker.address(), expected, Duration::from_secs(60)).await;
     assert_eq!(received.len(), expected);
@@ -280,7 +269,7 @@ async fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
 
     relayed(&app, Duration::from_secs(60)).await;
     projected(&app, Duration::from_secs(60)).await;
-    let expected = published_count(&app).await;
+    let expected = published_count(&app.db).await;
     let received = read_exactly(
         &deployment.broker.address(),
         expected,
@@ -313,7 +302,7 @@ async fn a_relay_that_lost_its_checkpoint_sends_nothing_twice() {
     let server = deployment.serve().await;
     drive(&server.address, &drivers, 5, 100).await;
     relayed(&app, Duration::from_secs(30)).await;
-    let expected = published_count(&app).await;
+    let expected = published_count(&app.db).await;
     let received = read_all(
         &deployment.broker.address(),
         expected + 1,
@@ -384,7 +373,7 @@ async fn two_nodes_share_the_projections_and_one_relay() {
 
     relayed(&first, Duration::from_secs(60)).await;
     projected(&first, Duration::from_secs(60)).await;
-    let expected = published_count(&first).await;
+    let expected = published_count(&first.db).await;
     let received = read_exactly(&broker.address(), expected, Duration::from_secs(60)).await;
     assert_eq!(
         received.len(),
@@ -417,7 +406,7 @@ async fn the_relay_reaches_a_tls_broker_as_the_client_properties_file_says() {
     let app = app_that_booked_with(&broker, true).await;
 
     relayed(&app, Duration::from_secs(30)).await;
-    let expected = published_count(&app).await;
+    let expected = published_count(&app.db).await;
     let received = read_all_with(
         &broker.address(),
         &broker.client_properties(true),

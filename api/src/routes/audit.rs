@@ -7,7 +7,7 @@ use actix_web::web::Bytes;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use parking_infra::audit::{self, Verification};
-use parking_infra::history::{self, LogFilter, StateAt, StateError, AGGREGATE_TYPES};
+use parking_infra::history::{self, LogFilter, StateAt, StateError, UnknownType};
 use parking_infra::kafka::{envelope_text, Envelope};
 use parking_infra::LoggedEvent;
 use serde::{Deserialize, Serialize};
@@ -36,17 +36,13 @@ fn auditor(caller: &Authenticated) -> Result<(), ApiError> {
     }
 }
 
+/// An aggregate type named in a path: an unknown one is a resource that is not there.
 fn aggregate_type(raw: &str) -> Result<&'static str, ApiError> {
-    AGGREGATE_TYPES
-        .iter()
-        .find(|t| **t == raw)
-        .copied()
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_aggregate_type",
-                format!("no aggregate type {raw:?}; the types are {AGGREGATE_TYPES:?}"),
-            )
-        })
+    history::aggregate_type(raw).map_err(unknown_in_path)
+}
+
+fn unknown_in_path(unknown: UnknownType) -> ApiError {
+    ApiError::not_found("unknown_aggregate_type", unknown.to_string())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -143,12 +139,8 @@ pub async fn events(
         }
     }
     if let Some(raw) = query.aggregate_type.as_deref() {
-        if !AGGREGATE_TYPES.contains(&raw) {
-            return Err(ApiError::invalid(
-                "unknown_aggregate_type",
-                format!("no aggregate type {raw:?}; the types are {AGGREGATE_TYPES:?}"),
-            ));
-        }
+        history::aggregate_type(raw)
+            .map_err(|e| ApiError::invalid("unknown_aggregate_type", e.to_string()))?;
     }
     let filter = LogFilter {
         after,
@@ -290,7 +282,7 @@ pub async fn state_at(
             "stream_not_found",
             format!("no {kind} {id:?} had recorded an event by {at}"),
         )),
-        Err(StateError::UnknownType(_)) => Err(aggregate_type(kind).unwrap_err()),
+        Err(StateError::UnknownType(unknown)) => Err(unknown_in_path(unknown)),
         Err(StateError::Database(e)) => Err(e.into()),
         Err(StateError::Decode(e)) => Err(ApiError::internal(e)),
     }
