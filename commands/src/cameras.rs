@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use parking_domain::lot::{CameraConfig, LotCommand, LotError};
 use parking_domain::{Role, Violation};
 use uuid::Uuid;
@@ -54,6 +55,35 @@ impl Commands {
         };
         self.lots.execute(&lot_id.to_string(), command, ctx).await?;
         Ok(())
+    }
+
+    /// Records a camera's lighting score (0 to 100) if it moved `LIGHTING_STEP` or more from
+    /// the last one recorded; returns whether it did. A time more than a minute ahead of now
+    /// is refused (`observed_in_future`), as for occupancy.
+    #[tracing::instrument(skip_all, fields(%lot_id, %camera_id))]
+    pub async fn report_lighting(
+        &self,
+        ctx: &CommandContext,
+        lot_id: Uuid,
+        camera_id: Uuid,
+        score: f64,
+        observed_at: DateTime<Utc>,
+    ) -> Result<bool, CommandError> {
+        if observed_at > ctx.now + crate::occupancy::OBSERVATION_CLOCK_SKEW {
+            return Err(CommandError::rejected(
+                "observed_in_future",
+                Violation::Invalid,
+                "observed_at is more than a minute ahead of the server's clock",
+            ));
+        }
+        let command = LotCommand::ReportLighting {
+            actor: actor(ctx)?,
+            camera_id,
+            score,
+            observed_at,
+        };
+        let recorded = self.lots.execute(&lot_id.to_string(), command, ctx).await?;
+        Ok(!recorded.is_empty())
     }
 
     /// The lot's cameras, with their stream URLs as configured (credentials included): for

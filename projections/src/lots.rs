@@ -24,7 +24,7 @@ impl Projection<ParkingLot> for LotsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_lots", "rm_slots"]
+        &["rm_lots", "rm_slots", "rm_camera_lighting"]
     }
 
     async fn apply(
@@ -128,7 +128,33 @@ impl Projection<ParkingLot> for LotsProjection {
                 touch(db, id, version, at).await?;
             }
             // Cameras are read from the lot itself, by those allowed to see them.
-            LotEvent::CameraConfigured { .. } | LotEvent::CameraRemoved { .. } => {}
+            LotEvent::CameraConfigured { .. } => {}
+            LotEvent::CameraRemoved { camera_id } => {
+                sqlx::query("DELETE FROM rm_camera_lighting WHERE lot_id = $1 AND camera_id = $2")
+                    .bind(id)
+                    .bind(camera_id)
+                    .execute(&mut *db)
+                    .await?;
+            }
+            LotEvent::CameraLightingObserved {
+                camera_id,
+                score,
+                observed_at,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO rm_camera_lighting (lot_id, camera_id, score, observed_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (lot_id, camera_id)
+                     DO UPDATE SET score = EXCLUDED.score, observed_at = EXCLUDED.observed_at",
+                )
+                .bind(id)
+                .bind(camera_id)
+                .bind(score)
+                .bind(observed_at)
+                .execute(&mut *db)
+                .await?;
+            }
         }
         Ok(())
     }

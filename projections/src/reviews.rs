@@ -227,7 +227,8 @@ pub struct Safety {
     pub cleanliness_rating: Option<f64>,
     /// The mean of the four, 1 to 5: the lot's `average_rating`; `null` without reviews.
     pub overall: Option<f64>,
-    /// From the vision worker's per-camera lighting scores; `null`: there are none yet.
+    /// 0 to 100: the mean of the lot's cameras' latest lighting scores, as the vision worker
+    /// measures them, one decimal; `null` until a camera has reported one.
     pub ai_safety_score: Option<f64>,
 }
 
@@ -240,7 +241,8 @@ pub async fn safety(pool: &PgPool, lot_id: Uuid) -> Result<Safety, sqlx::Error> 
                 r.cleanliness::float8 / NULLIF(r.reviews, 0) AS cleanliness_rating,
                 (r.safety + r.lighting + r.security + r.cleanliness)::float8
                     / NULLIF(4 * r.reviews, 0) AS overall,
-                NULL::float8 AS ai_safety_score
+                (SELECT round(avg(score)::numeric, 1)::float8 FROM rm_camera_lighting
+                  WHERE lot_id = $1) AS ai_safety_score
            FROM (SELECT 1) one
            LEFT JOIN rm_lot_ratings r ON r.lot_id = $1",
     )

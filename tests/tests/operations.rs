@@ -81,6 +81,7 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         "PUT /api/v1/lots/{lot_id}/cameras/{camera_id}",
         "DELETE /api/v1/lots/{lot_id}/cameras/{camera_id}",
         "GET /api/v1/lots/{lot_id}/cameras",
+        "POST /api/v1/lots/{lot_id}/cameras/{camera_id}/lighting",
         "POST /api/v1/bookings",
         "GET /api/v1/bookings",
         "GET /api/v1/bookings/{booking_id}",

@@ -175,6 +175,21 @@ async fn read_models_rebuilt_from_history_equal_the_live_ones() {
         let reviewed = app.post(&reviews, Some(&driver), body).await;
         assert!(reviewed.status.is_success(), "{reviewed:?}");
     }
+    // A camera, and its lighting as the vision service reports it.
+    let camera = format!(
+        "/api/v1/lots/{}/cameras/{}",
+        fx.lot_id,
+        uuid::Uuid::new_v4()
+    );
+    let body = json!({"stream_url": "rtsp://camera.example/1", "slots": []});
+    let configured = (app.request(Method::PUT, &camera, Some(&fx.owner_token), Some(body))).await;
+    assert!(configured.status.is_success(), "{configured:?}");
+    let (vision, _) = app.service_account().await;
+    let body = json!({"score": 64.5, "observed_at": chrono::Utc::now()});
+    let lit = app
+        .post(&format!("{camera}/lighting"), Some(&vision), body)
+        .await;
+    assert_eq!(lit.body["recorded"], true, "{lit:?}");
     let live = read_model_rows(&app.db).await;
 
     // Rebuild every read model from history into fresh tables and swap them in, while the

@@ -2,7 +2,8 @@
 //! Stream URLs may carry credentials: they are answered only to the lot's owner, admins and
 //! the `service` role, and never logged.
 
-use actix_web::{delete, get, put, web, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use chrono::{DateTime, Utc};
 use parking_commands::CameraSetup;
 use parking_domain::lot::CameraConfig;
 use serde::{Deserialize, Serialize};
@@ -159,5 +160,60 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(CameraList {
         total: items.len(),
         items,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LightingRequest {
+    /// How well the camera sees, 0 (dark, or washed out) to 100 (a lit lot by day), as the
+    /// vision worker measures it from its frames' luminance and contrast (docs/vision.md).
+    pub score: f64,
+    /// When it was measured (RFC 3339); at most a minute ahead of the server's clock.
+    pub observed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LightingRecorded {
+    pub lot_id: Uuid,
+    pub camera_id: Uuid,
+    /// `true` when the score moved 5 points or more from the last recorded one and was
+    /// recorded; `false` for a smaller move or a report older than the last recorded one.
+    pub recorded: bool,
+}
+
+/// Report a camera's lighting score (the vision service, or an admin): the lot's
+/// `ai_safety_score` is the mean of its cameras' latest scores. A score is recorded when it
+/// moves 5 points or more from the camera's last recorded one.
+#[utoipa::path(
+    tag = "lots",
+    security(("bearer" = [])),
+    params(("lot_id" = Uuid, Path), ("camera_id" = Uuid, Path)),
+    request_body = LightingRequest,
+    responses(
+        (status = 200, body = LightingRecorded), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, description = "Neither the `service` role nor an admin", body = Problem),
+        (status = 404, description = "Unknown lot or camera", body = Problem),
+        (status = 422, description = "A score outside 0..100 (`invalid_lighting_score`) or a time in the future (`observed_in_future`)", body = Problem),
+    )
+)]
+#[post("/lots/{lot_id}/cameras/{camera_id}/lighting")]
+pub async fn lighting(
+    state: State,
+    caller: Authenticated,
+    meta: RequestMeta,
+    path: web::Path<(Uuid, Uuid)>,
+    body: web::Json<LightingRequest>,
+) -> ApiResult<HttpResponse> {
+    let (lot_id, camera_id) = path.into_inner();
+    let b = body.into_inner();
+    let ctx = state.context(Some(caller.0), &meta);
+    let recorded = (state.commands)
+        .report_lighting(&ctx, lot_id, camera_id, b.score, b.observed_at)
+        .await?;
+    state.recorded(&ctx).await?;
+    Ok(HttpResponse::Ok().json(LightingRecorded {
+        lot_id,
+        camera_id,
+        recorded,
     }))
 }

@@ -107,6 +107,7 @@ pub fn api_v1() -> utoipa_actix_web::scope::Scope<
         .service(cameras::configure)
         .service(cameras::remove)
         .service(cameras::list)
+        .service(cameras::lighting)
         .service(slots::create)
         .service(slots::list)
         .service(slots::availability)

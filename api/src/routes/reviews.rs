@@ -161,8 +161,8 @@ pub async fn history(
 }
 
 /// How safe the lot's drivers find it: the mean of each rating over the reviews that stand,
-/// their count, the overall mean, and `ai_safety_score` (the cameras' lighting scores; `null`
-/// until the vision worker reports them).
+/// their count, the overall mean, and `ai_safety_score` (the mean of the lot's cameras' latest
+/// lighting scores, 0 to 100; `null` until the vision worker reports one).
 #[utoipa::path(
     tag = "reviews",
     params(("lot_id" = Uuid, Path)),

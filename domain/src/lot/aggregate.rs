@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,10 @@ pub enum LotError {
     SlotOfAnotherLot(Uuid),
     #[error("no such camera")]
     UnknownCamera,
+    #[error("only the vision service or an admin reports what cameras see")]
+    NotAnObserver,
+    #[error("a lighting score is between 0 and 100")]
+    BadLightingScore,
     #[error("unknown time zone {0:?}: use an IANA name such as Europe/Paris or UTC")]
     UnknownTimeZone(String),
     #[error(transparent)]
@@ -47,7 +52,8 @@ pub enum LotError {
 impl RuleError for LotError {
     fn code(&self) -> &'static str {
         match self {
-            LotError::NotAnOwner | LotError::NotYourLot => "forbidden",
+            LotError::NotAnOwner | LotError::NotYourLot | LotError::NotAnObserver => "forbidden",
+            LotError::BadLightingScore => "invalid_lighting_score",
             LotError::AlreadyRegistered => "lot_already_registered",
             LotError::NotFound => "lot_not_found",
             LotError::UnknownSlot => "slot_not_found",
@@ -68,7 +74,9 @@ impl RuleError for LotError {
 
     fn violation(&self) -> Violation {
         match self {
-            LotError::NotAnOwner | LotError::NotYourLot => Violation::Forbidden,
+            LotError::NotAnOwner | LotError::NotYourLot | LotError::NotAnObserver => {
+                Violation::Forbidden
+            }
             LotError::NotFound | LotError::UnknownSlot | LotError::UnknownCamera => {
                 Violation::NotFound
             }
@@ -77,6 +85,7 @@ impl RuleError for LotError {
             | LotError::BadDailyCap
             | LotError::SlotOfAnotherLot(_)
             | LotError::UnknownTimeZone(_)
+            | LotError::BadLightingScore
             | LotError::Camera(_) => Violation::Invalid,
             LotError::AlreadyRegistered | LotError::Inactive | LotError::DuplicateLabel(_) => {
                 Violation::Conflict
@@ -106,7 +115,14 @@ pub struct RegisteredLot {
     pub slots: BTreeMap<String, SlotEntry>,
     #[serde(default)]
     pub cameras: BTreeMap<Uuid, CameraConfig>,
+    /// Each camera's last recorded lighting score and when it was measured.
+    #[serde(default)]
+    pub lighting: BTreeMap<Uuid, (f64, DateTime<Utc>)>,
 }
+
+/// A camera's lighting score is recorded when it moves this far (on 0 to 100) from the last
+/// one recorded: light changes slowly, and a camera reports it every minute or so.
+pub const LIGHTING_STEP: f64 = 5.0;
 
 impl RegisteredLot {
     /// The camera configuration `slots` describe, checked against this lot's registry.
@@ -355,6 +371,37 @@ impl Aggregate for ParkingLot {
                 sink.write(LotEvent::CameraRemoved { camera_id }, self)
                     .await;
             }
+            LotCommand::ReportLighting {
+                actor,
+                camera_id,
+                score,
+                observed_at,
+            } => {
+                let lot = self.registered.as_ref().ok_or(LotError::NotFound)?;
+                if !matches!(actor.role, Role::Service | Role::Admin) {
+                    return Err(LotError::NotAnObserver);
+                }
+                if !lot.cameras.contains_key(&camera_id) {
+                    return Err(LotError::UnknownCamera);
+                }
+                if !(0.0..=100.0).contains(&score) {
+                    return Err(LotError::BadLightingScore);
+                }
+                let news = match lot.lighting.get(&camera_id) {
+                    None => true,
+                    // Late reports, and small moves, change nothing.
+                    Some(&(last, at)) => observed_at > at && (score - last).abs() >= LIGHTING_STEP,
+                };
+                if news {
+                    let observed = LotEvent::CameraLightingObserved {
+                        camera_id,
+                        score,
+                        observed_at,
+                        by: actor.user_id,
+                    };
+                    sink.write(observed, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -368,6 +415,7 @@ impl Aggregate for ParkingLot {
                     active: true,
                     slots: BTreeMap::new(),
                     cameras: BTreeMap::new(),
+                    lighting: BTreeMap::new(),
                 });
             }
             LotEvent::LotUpdated { changes } => {
@@ -457,6 +505,17 @@ impl Aggregate for ParkingLot {
             LotEvent::CameraRemoved { camera_id } => {
                 if let Some(lot) = &mut self.registered {
                     lot.cameras.remove(&camera_id);
+                    lot.lighting.remove(&camera_id);
+                }
+            }
+            LotEvent::CameraLightingObserved {
+                camera_id,
+                score,
+                observed_at,
+                ..
+            } => {
+                if let Some(lot) = &mut self.registered {
+                    lot.lighting.insert(camera_id, (score, observed_at));
                 }
             }
         }
@@ -800,5 +859,68 @@ mod tests {
                 camera_id: CAMERA,
             })
             .then_expect_error(LotError::UnknownCamera);
+    }
+
+    const VISION: Actor = Actor {
+        user_id: Uuid::from_u128(4),
+        role: Role::Service,
+    };
+
+    fn lighting(score: f64, minute: u32) -> (LotCommand, LotEvent) {
+        let observed_at =
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 2030, 1, 1, 20, minute, 0).unwrap();
+        (
+            LotCommand::ReportLighting {
+                actor: VISION,
+                camera_id: CAMERA,
+                score,
+                observed_at,
+            },
+            LotEvent::CameraLightingObserved {
+                camera_id: CAMERA,
+                score,
+                observed_at,
+                by: VISION.user_id,
+            },
+        )
+    }
+
+    #[test]
+    fn a_cameras_lighting_is_recorded_when_it_moves_enough() {
+        let setup = || vec![registered(), slot_added(), configured()];
+        let (first, first_event) = lighting(80.0, 0);
+        LotTest::with(())
+            .given(setup())
+            .when(first)
+            .then_expect_events(vec![first_event.clone()]);
+        // A small move, or a late report, records nothing; a move of LIGHTING_STEP does.
+        for (score, minute, recorded) in [(83.0, 5, false), (60.0, 0, false), (75.0, 5, true)] {
+            let (command, event) = lighting(score, minute);
+            let expected = if recorded { vec![event] } else { vec![] };
+            LotTest::with(())
+                .given([setup(), vec![first_event.clone()]].concat())
+                .when(command)
+                .then_expect_events(expected);
+        }
+    }
+
+    #[test]
+    fn lighting_is_reported_by_the_vision_service_on_a_known_camera_within_0_to_100() {
+        let (mut command, _) = lighting(50.0, 0);
+        LotTest::with(())
+            .given(vec![registered(), slot_added()])
+            .when(command.clone())
+            .then_expect_error(LotError::UnknownCamera);
+        if let LotCommand::ReportLighting { actor, .. } = &mut command {
+            *actor = OWNER;
+        }
+        LotTest::with(())
+            .given(vec![registered(), slot_added(), configured()])
+            .when(command)
+            .then_expect_error(LotError::NotAnObserver);
+        LotTest::with(())
+            .given(vec![registered(), slot_added(), configured()])
+            .when(lighting(100.5, 0).0)
+            .then_expect_error(LotError::BadLightingScore);
     }
 }

@@ -130,6 +130,11 @@ impl Polygon {
         Ok(polygon)
     }
 
+    /// The points, in order.
+    pub fn points(&self) -> &[[f64; 2]] {
+        &self.0
+    }
+
     /// Shoelace formula.
     fn area(&self) -> f64 {
         let n = self.0.len();

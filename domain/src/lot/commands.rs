@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -70,6 +71,13 @@ pub enum LotCommand {
     RemoveCamera {
         actor: Actor,
         camera_id: Uuid,
+    },
+    /// What the vision service measured of how well a camera sees (its lighting score).
+    ReportLighting {
+        actor: Actor,
+        camera_id: Uuid,
+        score: f64,
+        observed_at: DateTime<Utc>,
     },
     AddSlot {
         actor: Actor,

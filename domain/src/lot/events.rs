@@ -1,3 +1,4 @@
+use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -30,6 +31,14 @@ pub enum LotEvent {
     CameraRemoved {
         camera_id: Uuid,
     },
+    /// A camera's lighting score (0 to 100, `LIGHTING_STEP` or more away from the last one
+    /// recorded), as the vision service measured it at `observed_at`.
+    CameraLightingObserved {
+        camera_id: Uuid,
+        score: f64,
+        observed_at: DateTime<Utc>,
+        by: Uuid,
+    },
     /// The fields that changed; the others are `null`.
     SlotUpdated {
         slot_id: Uuid,
@@ -48,6 +57,7 @@ impl DomainEvent for LotEvent {
             LotEvent::SlotUpdated { .. } => "SlotUpdated",
             LotEvent::CameraConfigured { .. } => "CameraConfigured",
             LotEvent::CameraRemoved { .. } => "CameraRemoved",
+            LotEvent::CameraLightingObserved { .. } => "CameraLightingObserved",
         }
         .to_owned()
     }

@@ -9,7 +9,7 @@ mod camera;
 mod commands;
 mod events;
 
-pub use aggregate::{LotError, ParkingLot, RegisteredLot, SlotEntry};
+pub use aggregate::{LotError, ParkingLot, RegisteredLot, SlotEntry, LIGHTING_STEP};
 pub use camera::{
     redact_credentials, CameraConfig, CameraError, CameraSlot, Polygon, StreamUrl,
     MAX_POLYGON_POINTS, MAX_SLOTS_PER_CAMERA,
