@@ -73,12 +73,13 @@ ensure_tansu() {
 
 # Debian packages the build and the tests need: libssl-dev and pkg-config (rdkafka's TLS links
 # the system OpenSSL), openssl and socat (the TLS relay tests put a TLS proxy with a certificate
-# of their own in front of a broker), and PostGIS for the local PostgreSQL (one install per
-# machine, ~15 s). Installed with apt-get only when missing.
+# of their own in front of a broker), ffmpeg (the vision worker reads RTSP and video files
+# through it, and its tests make camera streams with it; ~40 s), and PostGIS for the local
+# PostgreSQL (~15 s). Each installed once per machine with apt-get, only when missing.
 ensure_packages() {
   local missing=() command
   # Each of these commands comes in the Debian package of the same name.
-  for command in openssl socat pkg-config; do
+  for command in openssl socat pkg-config ffmpeg; do
     command -v "$command" >/dev/null 2>&1 || missing+=("$command")
   done
   dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)

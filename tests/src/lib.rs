@@ -12,6 +12,7 @@ pub mod history;
 pub mod kafka;
 pub mod load;
 pub mod stripe;
+pub mod vision;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -616,8 +617,22 @@ impl TestApp {
         self.operator_made(parking_domain::Role::Service).await
     }
 
+    /// A machine client's e-mail address and password, for a program that signs in itself.
+    pub async fn service_credentials(&self) -> (String, &'static str) {
+        let (email, _) = self.operator_made_as(parking_domain::Role::Service).await;
+        (email, PASSWORD)
+    }
+
     /// A user with `role`, made through the command layer (`parking-api create-user`).
     async fn operator_made(&self, role: parking_domain::Role) -> (String, Uuid) {
+        let (email, id) = self.operator_made_as(role).await;
+        // Signing in reads the write side: no need to wait for the server's projector.
+        let login = self.login(&email, PASSWORD).await;
+        (login.body["access_token"].as_str().unwrap().to_owned(), id)
+    }
+
+    /// A user with `role` made as `operator_made` does: its address and id.
+    async fn operator_made_as(&self, role: parking_domain::Role) -> (String, Uuid) {
         let vars = HashMap::from([
             ("DATABASE_URL", self.database_url.clone()),
             ("BCRYPT_COST", "4".to_owned()),
@@ -638,9 +653,7 @@ impl TestApp {
             .register_user(&ctx, new)
             .await
             .expect("user created");
-        // Signing in reads the write side: no need to wait for the server's projector.
-        let login = self.login(&email, PASSWORD).await;
-        (login.body["access_token"].as_str().unwrap().to_owned(), id)
+        (email, id)
     }
 
     pub fn lot_body(&self) -> Value {

@@ -146,7 +146,7 @@ pub fn crop(frame: &Frame<'_>, polygon: &[[f64; 2]], size: usize) -> Vec<u8> {
 
 /// The bilinear mix of the four pixels around `(x, y)` (pixel centres at whole numbers); a
 /// pixel outside the frame counts as black.
-fn sample(frame: &Frame<'_>, x: f64, y: f64) -> [u8; 3] {
+pub(crate) fn sample(frame: &Frame<'_>, x: f64, y: f64) -> [u8; 3] {
     let (x0, y0) = (x.floor(), y.floor());
     let (fx, fy) = (x - x0, y - y0);
     let at = |px: f64, py: f64| -> [f64; 3] {

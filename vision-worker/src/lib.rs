@@ -1,12 +1,26 @@
 //! # parking-vision
 //!
-//! The vision worker: camera streams to slot-occupancy observations. Built so far: cropping a
-//! slot's region of a frame to the classifier's square (`crop`), synthetic slot crops to train
-//! and test the classifier on (`synth`), and the hysteresis that turns one classification per
-//! frame into a slot's settled state (`smooth`). The streams, the classifier and publishing
-//! come with the rest of the worker; the binary says so until then.
+//! The vision worker: camera streams to slot-occupancy observations (docs/vision.md).
+//!
+//! - `stream`: camera streams to frames (ffmpeg for RTSP and files, MJPEG, snapshots, folders);
+//! - `crop`: a slot's region of a frame, warped to the classifier's square;
+//! - `model`: the classifier (candle), its shipped weights;
+//! - `smooth`: hysteresis over frames, from one classification per frame to a slot's state;
+//! - `camera`: one camera at work, from frames to observations;
+//! - `publish`: observations to the platform (HTTP or Kafka);
+//! - `server`: the HTTP port (`/metrics`, `POST /v1/detect`);
+//! - `run`: the whole worker;
+//! - `synth` and `train`: synthetic crops, training and evaluation.
 #![forbid(unsafe_code)]
 
+pub mod camera;
 pub mod crop;
+pub mod metrics;
+pub mod model;
+pub mod publish;
+pub mod run;
+pub mod server;
 pub mod smooth;
+pub mod stream;
 pub mod synth;
+pub mod train;

@@ -120,6 +120,93 @@ impl Generator {
     }
 }
 
+/// A camera's whole picture of a lot, for end-to-end tests and the benchmark: slots in rows
+/// and columns on asphalt, each drawn from a free and an occupied synthetic crop, so that a
+/// frame can show any slot in either state.
+pub struct Scene {
+    pub width: usize,
+    pub height: usize,
+    /// Each slot's polygon in normalised coordinates, row by row.
+    pub polygons: Vec<Vec<[f64; 2]>>,
+    /// Each slot's free and occupied crop.
+    crops: Vec<[Crop; 2]>,
+}
+
+impl Scene {
+    /// `columns × rows` slots filling a `width × height` picture with a margin between
+    /// them, their crops drawn from `seed` under `condition`.
+    pub fn new(
+        seed: u64,
+        width: usize,
+        height: usize,
+        columns: usize,
+        rows: usize,
+        condition: Condition,
+    ) -> Self {
+        let mut generator = Generator::new(seed, crate::model::INPUT);
+        let (cell_w, cell_h) = (1.0 / columns as f64, 1.0 / rows as f64);
+        let mut polygons = Vec::new();
+        let mut crops = Vec::new();
+        for row in 0..rows {
+            for column in 0..columns {
+                let (x0, y0) = (column as f64 * cell_w, row as f64 * cell_h);
+                let (x1, y1) = (x0 + cell_w * 0.92, y0 + cell_h * 0.92);
+                let (x0, y0) = (x0 + cell_w * 0.04, y0 + cell_h * 0.04);
+                polygons.push(vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1]]);
+                crops.push([
+                    generator.draw(false, condition),
+                    generator.draw(true, condition),
+                ]);
+            }
+        }
+        Self {
+            width,
+            height,
+            polygons,
+            crops,
+        }
+    }
+
+    /// The picture with each slot occupied or not: `width × height` RGB, row by row.
+    pub fn render(&self, occupied: &[bool]) -> Vec<u8> {
+        assert_eq!(occupied.len(), self.polygons.len(), "a state per slot");
+        let mut rgb: Vec<u8> = [70u8, 70, 72].repeat(self.width * self.height);
+        let size = crate::model::INPUT;
+        for ((polygon, crops), &occupied) in self.polygons.iter().zip(&self.crops).zip(occupied) {
+            let crop = &crops[usize::from(occupied)];
+            let source = crate::crop::Frame {
+                width: size,
+                height: size,
+                rgb: &crop.rgb,
+            };
+            let [x0, y0] = polygon[0];
+            let [x1, y1] = polygon[2];
+            let (px0, px1) = (
+                (x0 * self.width as f64) as usize,
+                (x1 * self.width as f64) as usize,
+            );
+            let (py0, py1) = (
+                (y0 * self.height as f64) as usize,
+                (y1 * self.height as f64) as usize,
+            );
+            for y in py0..py1.min(self.height) {
+                for x in px0..px1.min(self.width) {
+                    let u = ((x as f64 + 0.5) / self.width as f64 - x0) / (x1 - x0);
+                    let v = ((y as f64 + 0.5) / self.height as f64 - y0) / (y1 - y0);
+                    let last = (size - 1) as f64;
+                    let pixel = crate::crop::sample(
+                        &source,
+                        (u * size as f64 - 0.5).clamp(0.0, last),
+                        (v * size as f64 - 0.5).clamp(0.0, last),
+                    );
+                    rgb[(y * self.width + x) * 3..][..3].copy_from_slice(&pixel);
+                }
+            }
+        }
+        rgb
+    }
+}
+
 /// Linear RGB in 0..1, row by row.
 struct Canvas {
     size: usize,
