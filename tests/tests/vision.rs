@@ -600,3 +600,76 @@ async fn a_folder_camera_reports_through_kafka() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_snapshot_camera_is_polled_and_its_changes_reported() {
+    let scene = Scene::new(16, 320, 240, 2, 1, Condition::Day);
+    let dir = std::env::temp_dir().join(format!("vision-snapshot-{}", Uuid::new_v4()));
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    // Replaced whole (written aside, then renamed), as a camera's snapshot is.
+    let show = |occupied: [bool; 2]| {
+        let picture = image::RgbImage::from_raw(320, 240, scene.render(&occupied)).unwrap();
+        let aside = dir.join("next.png");
+        picture.save(&aside).unwrap();
+        std::fs::rename(&aside, site.join("snapshot.png")).unwrap();
+    };
+    show([true, false]);
+    let port = free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&site)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 serves the snapshot");
+    let (camera_id, slots) = (Uuid::new_v4(), [Uuid::new_v4(), Uuid::new_v4()]);
+    let cameras = json!({"items": [{
+        "camera_id": camera_id,
+        "stream_url": format!("http://127.0.0.1:{port}/snapshot.png"),
+        "slots": slots.iter().zip(&scene.polygons)
+            .map(|(slot_id, polygon)| json!({"slot_id": slot_id, "polygon": polygon}))
+            .collect::<Vec<_>>(),
+    }]});
+    let cameras_file = dir.join("cameras.json");
+    std::fs::write(&cameras_file, cameras.to_string()).unwrap();
+    let worker = VisionWorker::start(
+        &[
+            "--cameras",
+            cameras_file.to_str().unwrap(),
+            "--publish",
+            "log",
+            "--fps",
+            "5",
+        ],
+        &[],
+    )
+    .await;
+    let sent = "parking_vision_published_total{outcome=\"sent\"}";
+    worker
+        .wait_for_metric(sent, 2.0, Duration::from_secs(30))
+        .await;
+    show([false, true]);
+    worker
+        .wait_for_metric(sent, 4.0, Duration::from_secs(30))
+        .await;
+    let log = worker.log();
+    let reported = |slot: Uuid| -> Vec<bool> {
+        (log.lines())
+            .filter(|line| line.contains(&format!("observation slot={slot} ")))
+            .map(|line| line.contains("occupied=true"))
+            .collect()
+    };
+    assert_eq!(reported(slots[0]), [true, false], "{log}");
+    assert_eq!(reported(slots[1]), [false, true], "{log}");
+    let _ = server.kill();
+    let _ = server.wait();
+    std::fs::remove_dir_all(dir).unwrap();
+}
