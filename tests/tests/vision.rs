@@ -232,7 +232,9 @@ async fn an_mjpeg_camera_cut_mid_run_is_reconnected() {
     render_video(&scene, &schedule(200, 2, &[(0, 1, true)]), FPS, &after);
     let port = free_port();
     let mut camera = MjpegServer::start(&before, port).await;
-    let lot = camera_lot(&app, &scene.polygons, &camera.url).await;
+    // The camera's URL carries credentials: they must never reach a log line.
+    let with_credentials = camera.url.replace("http://", "http://viewer:s3cret-pass@");
+    let lot = camera_lot(&app, &scene.polygons, &with_credentials).await;
     let mut worker = start_worker(&app, &lot, &scene).await;
 
     let settled = vec![vec![false], vec![false]];
@@ -272,6 +274,9 @@ async fn an_mjpeg_camera_cut_mid_run_is_reconnected() {
         worker.terminate(Duration::from_secs(10)),
         "clean shutdown on SIGTERM"
     );
+    let log = worker.log();
+    assert!(log.contains("camera stream dropped"), "{log}");
+    assert!(!log.contains("s3cret-pass"), "{log}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -157,8 +157,9 @@ pub struct Stream {
 enum Dropped {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Without its URL (`From` strips it): a camera's URL may carry credentials.
     #[error("{0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     #[error("HTTP status {0}")]
     Status(reqwest::StatusCode),
     #[error("no frame for {0:?}")]
@@ -171,6 +172,12 @@ enum Dropped {
     Decode(#[from] image::ImageError),
     #[error("{0}")]
     Malformed(&'static str),
+}
+
+impl From<reqwest::Error> for Dropped {
+    fn from(error: reqwest::Error) -> Self {
+        Dropped::Http(error.without_url())
+    }
 }
 
 /// Starts reading `source`; `name` labels its log lines (never the URL, which may carry
