@@ -187,7 +187,7 @@ async fn frame_to_recorded(scene: &Scene) -> anyhow::Result<()> {
     // (sequence of the slot's observation, latency in ms)
     let rows: Vec<(i64, f64)> = sqlx::query_as(
         "SELECT row_number() OVER (PARTITION BY aggregate_id ORDER BY sequence),
-                extract(epoch FROM recorded_at - (payload -> 'SlotOccupancyObserved' ->> 'observed_at')::timestamptz) * 1000
+                (extract(epoch FROM recorded_at - (payload -> 'SlotOccupancyObserved' ->> 'observed_at')::timestamptz) * 1000)::float8
          FROM events WHERE event_type = 'SlotOccupancyObserved'",
     )
     .fetch_all(&app.db)
