@@ -1,5 +1,5 @@
 //! The slot classifier: a small convolutional net in the spirit of mAlexNet (Amato et al.
-//! 2017, trained on CNRPark+EXT): three convolutions and two linear layers, 35k parameters,
+//! 2017, trained on CNRPark+EXT): three convolutions and two linear layers, 32,732 parameters,
 //! ~4.6 MFLOP per crop, on candle's CPU backend.
 //!
 //! Input: one slot's crop, `INPUT × INPUT` RGB (`crop::crop`), standardized by its own mean
