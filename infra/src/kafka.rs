@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::KafkaConfig;
+use crate::config::{ClientProperties, KafkaConfig};
 use crate::LoggedEvent;
 
 /// The aggregates whose events are published, each to `parking.events.<aggregate>`.
@@ -253,9 +253,15 @@ fn murmur2(data: &[u8]) -> u32 {
 /// `KAFKA_CLIENT_PROPERTIES_FILE` (TLS, SASL, timeouts). What each kind of client sets after
 /// this is the service's own; the file may not set it (`ClientProperties`).
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    brokers_config(&kafka.brokers, &kafka.client_properties)
+}
+
+/// The same, for a client that has only the brokers and the properties (the vision worker,
+/// which reads no other part of the platform's configuration).
+pub fn brokers_config(brokers: &str, properties: &ClientProperties) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    for (key, value) in kafka.client_properties.iter() {
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in properties.iter() {
         config.set(key, value);
     }
     config

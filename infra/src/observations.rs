@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::KafkaConfig;
@@ -21,8 +21,8 @@ use crate::relay::RelayError;
 /// The consumer group every node reads observations in.
 pub const GROUP: &str = "parking-observations";
 
-/// One message's value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One message's value (the vision worker writes it too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservationMessage {
     /// The sender's id of this observation; it names the command's request in the event's

@@ -6,7 +6,6 @@
 //! so tests sharing one broker would read each other's events, and a test may stop its broker.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +14,8 @@ use parking_infra::kafka::{self, Envelope};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::free_port;
 
 fn tansu() -> PathBuf {
     let path = std::env::var_os("TANSU_BIN")
@@ -26,13 +27,6 @@ fn tansu() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 async fn wait_for_port(port: u16, what: &str) {

@@ -281,6 +281,34 @@ pub fn parking_api() -> std::process::Command {
     std::process::Command::new(binary)
 }
 
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// SIGTERM to `process`, as an orchestrator stops a container; waits at most `patience` for
+/// it to exit. Whether it exited successfully, or `None` if it still runs.
+pub fn terminate(process: &mut std::process::Child, patience: std::time::Duration) -> Option<bool> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &process.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(exit) = process.try_wait().expect("wait for the process") {
+            return Some(exit.success());
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The `parking-api` binary run as a separate process, for tests that kill it.
 pub struct ServerProcess {
     process: std::process::Child,
@@ -293,10 +321,7 @@ impl ServerProcess {
     /// Starts `parking-api serve` (built next to the tests) on a free port and waits until it
     /// answers `/health`.
     pub async fn start(database_url: &str, settings: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let bind = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("parking-api-{port}-{}.log", Uuid::new_v4()));
         let out = std::fs::File::create(&log).expect("create the server's log file");
@@ -350,22 +375,8 @@ impl ServerProcess {
     /// SIGTERM, as an orchestrator stops a container; waits (at most `patience`) for the
     /// process to exit and returns whether it exited successfully.
     pub fn terminate(&mut self, patience: std::time::Duration) -> bool {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.process.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = std::time::Instant::now() + patience;
-        loop {
-            if let Some(exit) = self.process.try_wait().expect("wait for parking-api") {
-                return exit.success();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "parking-api still runs {patience:?} after SIGTERM"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        terminate(&mut self.process, patience)
+            .unwrap_or_else(|| panic!("parking-api still runs {patience:?} after SIGTERM"))
     }
 
     /// SIGKILL: no shutdown of any kind.

@@ -20,6 +20,8 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::free_port;
+
 /// The secret key the tests use (`STRIPE_SECRET_KEY`): localstripe takes any `sk_test_` key.
 pub const SECRET_KEY: &str = "sk_test_local";
 
@@ -57,13 +59,6 @@ fn program(port: u16) -> String {
          from localstripe.server import app\n\
          web.run_app(app, host='127.0.0.1', port={port})\n"
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A client that never goes through a proxy of the environment: everything here is loopback.

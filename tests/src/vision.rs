@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use parking_vision::synth::Scene;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
+pub use crate::free_port;
 use crate::TestApp;
 
 /// A lot whose slots a camera sees, and a service account's credentials for the worker.
@@ -40,12 +41,7 @@ pub async fn camera_lot(app: &TestApp, polygons: &[Vec<[f64; 2]>], stream_url: &
         slots.push(slot.id());
     }
     let camera_id = Uuid::new_v4();
-    let body = json!({
-        "stream_url": stream_url,
-        "slots": slots.iter().zip(polygons)
-            .map(|(slot_id, polygon)| json!({"slot_id": slot_id, "polygon": polygon}))
-            .collect::<Vec<_>>(),
-    });
+    let body = json!({"stream_url": stream_url, "slots": camera_slots(&slots, polygons)});
     let configured = app
         .request(
             reqwest::Method::PUT,
@@ -66,12 +62,32 @@ pub async fn camera_lot(app: &TestApp, polygons: &[Vec<[f64; 2]>], stream_url: &
     }
 }
 
-/// A free port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Each slot at its polygon, as a camera's configuration lists them.
+pub fn camera_slots(slots: &[Uuid], polygons: &[Vec<[f64; 2]>]) -> Vec<Value> {
+    (slots.iter().zip(polygons))
+        .map(|(slot_id, polygon)| json!({"slot_id": slot_id, "polygon": polygon}))
+        .collect()
+}
+
+/// The worker on a cameras file (written into `dir`) holding one camera that sees `slots` at
+/// `polygons`, at `fps`, its observations written to its log rather than sent.
+pub async fn logging_worker(
+    dir: &Path,
+    camera_id: Uuid,
+    stream_url: &str,
+    slots: &[Uuid],
+    polygons: &[Vec<[f64; 2]>],
+    fps: u32,
+) -> VisionWorker {
+    let cameras = json!({"items": [{
+        "camera_id": camera_id, "stream_url": stream_url,
+        "slots": camera_slots(slots, polygons),
+    }]});
+    let file = dir.join("cameras.json");
+    std::fs::write(&file, cameras.to_string()).expect("the cameras file");
+    let file = file.to_str().expect("a UTF-8 path");
+    let fps = fps.to_string();
+    VisionWorker::start(&["--cameras", file, "--publish", "log", "--fps", &fps], &[]).await
 }
 
 /// `parking-vision run` with `args`, its HTTP port on a free port; stopped when dropped.
@@ -163,7 +179,7 @@ impl VisionWorker {
 
     /// SIGTERM; whether it exited cleanly within `patience`.
     pub fn terminate(&mut self, patience: Duration) -> bool {
-        terminate(&mut self.process, patience)
+        crate::terminate(&mut self.process, patience).unwrap_or(false)
     }
 }
 
@@ -175,24 +191,6 @@ impl Drop for VisionWorker {
             eprintln!("--- log of parking-vision:\n{}", self.log());
         }
         let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn terminate(process: &mut Child, patience: Duration) -> bool {
-    let status = Command::new("kill")
-        .args(["-TERM", &process.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM failed");
-    let deadline = Instant::now() + patience;
-    loop {
-        if let Some(exit) = process.try_wait().expect("wait") {
-            return exit.success();
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use chrono::Utc;
 use parking_tests::vision::{
-    camera_lot, free_port, render_video, schedule, CameraLot, MjpegServer, VisionWorker,
+    camera_lot, camera_slots, free_port, logging_worker, render_video, schedule, CameraLot,
+    MjpegServer, VisionWorker,
 };
 use parking_tests::{spawn_app, TestApp};
 use parking_vision::synth::{Condition, Scene};
@@ -304,27 +305,9 @@ async fn detect_answers_each_slots_occupancy_in_a_frame() {
     }
     let camera_id = Uuid::new_v4();
     let slot_ids: Vec<Uuid> = (0..occupied.len()).map(|_| Uuid::new_v4()).collect();
-    let slots: Vec<Value> = (slot_ids.iter().zip(&scene.polygons))
-        .map(|(slot_id, polygon)| json!({"slot_id": slot_id, "polygon": polygon}))
-        .collect();
-    let cameras = json!({"items": [{
-        "camera_id": camera_id, "stream_url": format!("file://{}", frames.display()),
-        "slots": slots,
-    }]});
-    let cameras_file = dir.join("cameras.json");
-    std::fs::write(&cameras_file, cameras.to_string()).unwrap();
-    let worker = VisionWorker::start(
-        &[
-            "--cameras",
-            cameras_file.to_str().unwrap(),
-            "--publish",
-            "log",
-            "--fps",
-            "10",
-        ],
-        &[],
-    )
-    .await;
+    let slots = camera_slots(&slot_ids, &scene.polygons);
+    let stream_url = format!("file://{}", frames.display());
+    let worker = logging_worker(&dir, camera_id, &stream_url, &slot_ids, &scene.polygons, 10).await;
     let client = reqwest::Client::new();
     let detect = format!("{}/v1/detect", worker.address);
     let expect = |answer: &Value| {
@@ -636,27 +619,8 @@ async fn a_snapshot_camera_is_polled_and_its_changes_reported() {
         .spawn()
         .expect("python3 serves the snapshot");
     let (camera_id, slots) = (Uuid::new_v4(), [Uuid::new_v4(), Uuid::new_v4()]);
-    let cameras = json!({"items": [{
-        "camera_id": camera_id,
-        "stream_url": format!("http://127.0.0.1:{port}/snapshot.png"),
-        "slots": slots.iter().zip(&scene.polygons)
-            .map(|(slot_id, polygon)| json!({"slot_id": slot_id, "polygon": polygon}))
-            .collect::<Vec<_>>(),
-    }]});
-    let cameras_file = dir.join("cameras.json");
-    std::fs::write(&cameras_file, cameras.to_string()).unwrap();
-    let worker = VisionWorker::start(
-        &[
-            "--cameras",
-            cameras_file.to_str().unwrap(),
-            "--publish",
-            "log",
-            "--fps",
-            "5",
-        ],
-        &[],
-    )
-    .await;
+    let stream_url = format!("http://127.0.0.1:{port}/snapshot.png");
+    let worker = logging_worker(&dir, camera_id, &stream_url, &slots, &scene.polygons, 5).await;
     let sent = "parking_vision_published_total{outcome=\"sent\"}";
     worker
         .wait_for_metric(sent, 2.0, Duration::from_secs(30))

@@ -40,17 +40,9 @@ pub struct CameraList {
     pub items: Vec<CameraSpec>,
 }
 
-/// What the worker reports about one slot: the observations topic's message and the body of
-/// `POST /api/v1/slots/{slot_id}/occupancy` (docs/events.md, "Observations topic").
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Observation {
-    pub observation_id: Uuid,
-    pub slot_id: Uuid,
-    pub occupied: bool,
-    pub confidence: f64,
-    pub camera_id: Option<Uuid>,
-    pub observed_at: DateTime<Utc>,
-}
+/// What the worker reports about one slot: the observations topic's message (docs/events.md,
+/// "Observations topic"), read by the platform as `infra::observations` decodes it.
+pub use parking_infra::observations::ObservationMessage as Observation;
 
 /// How well a camera sees, for the lot's `ai_safety_score`
 /// (`POST /api/v1/lots/{lot_id}/cameras/{camera_id}/lighting`).

@@ -299,11 +299,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
                 Ok(path) if !path.trim().is_empty() => ClientProperties::read(&path)?,
                 _ => ClientProperties::default(),
             };
-            let mut config = rdkafka::ClientConfig::new();
-            config.set("bootstrap.servers", brokers);
-            for (key, value) in properties.iter() {
-                config.set(key, value);
-            }
+            let config = parking_infra::kafka::brokers_config(&brokers, &properties);
             let platform = match &cameras {
                 Cameras::Platform { platform, .. } => Some(platform.clone()),
                 Cameras::File(_) => platform().ok(),

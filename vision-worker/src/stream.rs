@@ -501,6 +501,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Whether a file is a JPEG or PNG picture, by its name.
+pub(crate) fn is_image(path: &Path) -> bool {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    ["jpg", "jpeg", "png"].contains(&extension.to_ascii_lowercase().as_str())
+}
+
 /// A folder of images: each in name order, at `fps`, then each new one as it appears. A folder
 /// that gets no new image for `stall` shows as `down` until one comes; images already shown
 /// are never shown again, across reopenings too.
@@ -513,10 +519,7 @@ async fn read_folder(
     loop {
         let mut images: Vec<PathBuf> = std::fs::read_dir(path)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| {
-                let extension = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-                ["jpg", "jpeg", "png"].contains(&extension.to_ascii_lowercase().as_str())
-            })
+            .filter(|p| is_image(p))
             .filter(|p| publisher.folder_done.as_ref().is_none_or(|done| p > done))
             .collect();
         images.sort();

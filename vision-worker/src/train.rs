@@ -121,11 +121,8 @@ fn walk(
         if path.is_dir() {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             walk(&path, label(name).or(occupied), found)?;
-        } else if let Some(occupied) = occupied {
-            let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if ["jpg", "jpeg", "png"].contains(&extension.to_ascii_lowercase().as_str()) {
-                found.push((path, occupied));
-            }
+        } else if let Some(occupied) = occupied.filter(|_| crate::stream::is_image(&path)) {
+            found.push((path, occupied));
         }
     }
     Ok(())
